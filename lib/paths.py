@@ -1,0 +1,37 @@
+"""Where things live in the repository; everything else derives from these paths."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+SAMPLES = DATA / "samples"
+PROCESSED = DATA / "processed"
+# Converted embedded models (~1.6 GB); overridable so several clones can share one cache.
+MODELS = Path(os.environ.get("PTLLM_MODELS_DIR", DATA / "models"))
+NOTEBOOKS = ROOT / "notebooks"
+RESULTS = ROOT / "results"
+
+
+def output_dir(path: str | Path) -> Path:
+    """A notebook's artifact folder (normally `results/<profile>/<notebook-stem>/`), created on demand."""
+    path = Path(path)
+    path = path if path.is_absolute() else ROOT / path
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resolve_source(source: str) -> str:
+    """A repo-relative path (e.g. `data/samples/x.jsonl`) becomes absolute; anything else (a Hub id) is kept."""
+    candidate = ROOT / source
+    return str(candidate) if candidate.exists() else source
+
+
+def write_json(obj, path: str | Path) -> Path:
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8")
+    return path

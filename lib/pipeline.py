@@ -1,0 +1,95 @@
+"""Run the numbered notebooks with papermill: `python -m lib.pipeline [--profile smoke] [--only 02 03] [-p k v]`.
+
+Profiles (the one place that says which model and data each notebook uses per profile):
+- `smoke`: embedded model on CPU, shipped samples and synthetic data; minutes. The default.
+- `full`: the real 7B models and Hub datasets (Colab Pro / RTX 3090).
+Executed copies go to `results/<profile>/notebooks/`, artifacts to `results/<profile>/<notebook-stem>/`.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+import time
+from pathlib import Path
+
+from lib import paths
+
+PROFILES: dict[str, dict[str, dict]] = {
+    # notebook-number -> parameter overrides; notebook defaults are already the smoke settings
+    "smoke": {},
+    "full": {
+        "02": {"model": "sabia-7b", "source": "dominguesm/Canarim-Instruct-PTBR-Dataset", "limit": 28_500,
+               "max_length": 2048},
+        "03": {"model": "zephyr-7b-beta", "source": "heloisy/cosmos_qa_ptbr", "limit": None, "max_length": 512},
+    },
+}
+
+
+def notebooks(only: list[str] | None = None, folder: Path = paths.NOTEBOOKS) -> list[Path]:
+    """Numbered notebooks in run order; `only` selects by number prefix or stem."""
+    found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        found = [p for p in found if p.stem[:2] in only or p.stem in only]
+    return found
+
+
+def parameters_for(notebook: Path, profile: str, overrides: dict | None = None,
+                   results_root: Path = paths.RESULTS) -> dict:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    params = {"profile": profile, "output_dir": str(results_root / profile / notebook.stem)}
+    params.update(PROFILES[profile].get(notebook.stem[:2], {}))
+    params.update(overrides or {})
+    return params
+
+
+def run(profile: str = "smoke", only: list[str] | None = None, overrides: dict | None = None,
+        kernel: str = "python3", notebook_dir: Path = paths.NOTEBOOKS, results_root: Path = paths.RESULTS) -> list[Path]:
+    """Execute notebooks in order; the first failure stops the run with the failing cell's error."""
+    import papermill
+
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # kernels inherit it: readable executed copies
+    selected = notebooks(only, notebook_dir)
+    if not selected:
+        raise SystemExit(f"no notebook matches {only!r} in {notebook_dir}")
+    executed_dir = results_root / profile / "notebooks"
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    done = []
+    for i, notebook in enumerate(selected, start=1):
+        params = parameters_for(notebook, profile, overrides, results_root)
+        print(f"[{i}/{len(selected)}] {notebook.name}  {params}", flush=True)
+        start = time.monotonic()
+        output = executed_dir / notebook.name
+        try:
+            papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name=kernel,
+                                       cwd=str(notebook_dir), progress_bar=False)
+        except papermill.PapermillExecutionError as error:
+            print(f"FAILED {notebook.name} after {time.monotonic() - start:.0f}s in cell {error.exec_count}: "
+                  f"{error.ename}: {error.evalue}\nexecuted copy with the traceback: {output}", file=sys.stderr)
+            raise SystemExit(1) from None
+        print(f"    done in {time.monotonic() - start:.0f}s -> {output}", flush=True)
+        done.append(output)
+    return done
+
+
+def _value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a plain string
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="smoke", choices=sorted(PROFILES))
+    parser.add_argument("--only", nargs="*", help="notebook numbers or stems, e.g. 02 03")
+    parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="parameter override for every selected notebook (Python literal or string)")
+    args = parser.parse_args(argv)
+    run(args.profile, args.only, {name: _value(value) for name, value in args.p})
+
+
+if __name__ == "__main__":
+    main()

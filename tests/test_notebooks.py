@@ -1,0 +1,71 @@
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lib import paths, pipeline
+
+NOTEBOOKS = pipeline.notebooks()
+EXPECTED = {"02_format_canarim_prompts", "03_format_cosmos_qa_prompts"}
+
+
+def test_the_chain_notebooks_exist_in_number_order():
+    stems = [p.stem for p in NOTEBOOKS]
+    assert EXPECTED <= set(stems) and stems == sorted(stems)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: strip outputs before commit"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_a_parameters_cell_and_uses_lib(path):
+    nb = nbformat.read(path, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    for name in ("profile", "model", "limit", "output_dir"):
+        assert f"\n{name} = " in "\n" + tagged[0].source, f"{path.name}: parameter {name!r} missing"
+    assert any("from lib import" in c.source for c in nb.cells if c.cell_type == "code")
+    assert nb.cells[0].cell_type == "markdown"
+
+
+def test_every_notebook_runs_headless_in_the_smoke_profile(tmp_path):
+    """The real `make pipeline` path: papermill over every notebook on the embedded model."""
+    executed = pipeline.run("smoke", results_root=tmp_path)
+    assert [p.stem for p in executed] == [p.stem for p in NOTEBOOKS]
+    for stem in EXPECTED:
+        out = tmp_path / "smoke" / stem
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["rejected_rows"] == 0 and metrics["model"] == "embedded"
+        assert list(out.glob("*.png")) and (out / "rejects.jsonl").exists()
+    canarim = json.loads((tmp_path / "smoke" / "02_format_canarim_prompts" / "metrics.json").read_text())
+    assert canarim["token_lengths"]["train"]["n"] == canarim["splits"]["train"] > 0
+    assert (paths.PROCESSED / "canarim_alpaca_pt" / "train.jsonl").exists()
+    assert (paths.PROCESSED / "synthetic_mc_chat" / "validation.jsonl").exists()
+
+
+def test_a_failing_notebook_stops_the_run_and_names_the_cell(tmp_path, capsys):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    for number, source in [("01", "raise RuntimeError('boom from the test')"), ("02", "print('never runs')")]:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell("profile = 'smoke'\noutput_dir = ''", metadata={"tags": ["parameters"]}),
+                    nbformat.v4.new_code_cell(source)]
+        nbformat.write(nb, folder / f"{number}_x.ipynb")
+    with pytest.raises(SystemExit) as stop:
+        pipeline.run("smoke", notebook_dir=folder, results_root=tmp_path / "results")
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert "01_x.ipynb" in err and "boom from the test" in err
+    assert not (tmp_path / "results" / "smoke" / "notebooks" / "02_x.ipynb").exists()
+
+
+def test_profiles_only_override_known_notebooks():
+    numbers = {p.stem[:2] for p in NOTEBOOKS}
+    for profile, overrides in pipeline.PROFILES.items():
+        assert set(overrides) <= numbers | {"01", "04", "05", "06", "07", "08"}, profile
