@@ -53,7 +53,8 @@ def test_a_failing_notebook_stops_the_run_and_names_the_cell(tmp_path, capsys):
     folder = tmp_path / "nbs"
     folder.mkdir()
     for number, source in [("01", "raise RuntimeError('boom from the test')"), ("02", "print('never runs')")]:
-        nb = nbformat.v4.new_notebook()
+        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                                "display_name": "Python 3"}})
         nb.cells = [nbformat.v4.new_code_cell("profile = 'smoke'\noutput_dir = ''", metadata={"tags": ["parameters"]}),
                     nbformat.v4.new_code_cell(source)]
         nbformat.write(nb, folder / f"{number}_x.ipynb")
