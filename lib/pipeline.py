@@ -20,6 +20,8 @@ PROFILES: dict[str, dict[str, dict]] = {
     # notebook-number -> parameter overrides; notebook defaults are already the smoke settings
     "smoke": {},
     "full": {
+        "01": {"source": "allenai/cosmos_qa", "backend": "openai", "model": "gpt-4o-mini", "limit": None,
+               "workers": 16, "max_retries": 5, "max_new_tokens": None},
         "02": {"model": "sabia-7b", "source": "dominguesm/Canarim-Instruct-PTBR-Dataset", "limit": 28_500,
                "max_length": 2048},
         "03": {"model": "zephyr-7b-beta", "source": "heloisy/cosmos_qa_ptbr", "limit": None, "max_length": 512},

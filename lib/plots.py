@@ -30,3 +30,27 @@ def token_length_histograms(lengths_by_split: dict[str, list[int]], max_length: 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def translation_quality(report: dict, path: str | Path) -> Path:
+    """Attempts per record, and the PT/EN length ratio per field with the outlier bounds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    histogram = report["attempts_histogram"]
+    left.bar([str(k) for k in histogram], list(histogram.values()), color="#4C72B0")
+    left.set_title(f"attempts per record ({report['done']} done, {report['failed']} failed)")
+    left.set_xlabel("attempts")
+    left.set_ylabel("records")
+    ratios = {k: v for k, v in report["length_ratios"].items() if v}
+    if ratios:
+        right.boxplot(list(ratios.values()), tick_labels=list(ratios))
+        for bound in report["length_ratio_bounds"]:
+            right.axhline(bound, color="#C44E52", linestyle="--", linewidth=1)
+    else:
+        right.text(0.5, 0.5, "no translated record", ha="center", va="center", transform=right.transAxes)
+    right.set_title("length ratio PT / EN per field")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

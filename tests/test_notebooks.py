@@ -7,7 +7,7 @@ import pytest
 from lib import paths, pipeline
 
 NOTEBOOKS = pipeline.notebooks()
-EXPECTED = {"02_format_canarim_prompts", "03_format_cosmos_qa_prompts"}
+EXPECTED = {"01_translate_cosmos_qa", "02_format_canarim_prompts", "03_format_cosmos_qa_prompts"}
 
 
 def test_the_chain_notebooks_exist_in_number_order():
@@ -28,7 +28,7 @@ def test_notebook_has_a_parameters_cell_and_uses_lib(path):
     nb = nbformat.read(path, as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
-    for name in ("profile", "model", "limit", "output_dir"):
+    for name in ("profile", "model", "source", "limit", "output_dir"):
         assert f"\n{name} = " in "\n" + tagged[0].source, f"{path.name}: parameter {name!r} missing"
     assert any("from lib import" in c.source for c in nb.cells if c.cell_type == "code")
     assert nb.cells[0].cell_type == "markdown"
@@ -47,6 +47,8 @@ def test_every_notebook_runs_headless_in_the_smoke_profile(tmp_path):
     assert canarim["token_lengths"]["train"]["n"] == canarim["splits"]["train"] > 0
     assert (paths.PROCESSED / "canarim_alpaca_pt" / "train.jsonl").exists()
     assert (paths.PROCESSED / "synthetic_mc_chat" / "validation.jsonl").exists()
+    translation = json.loads((tmp_path / "smoke" / "01_translate_cosmos_qa" / "metrics.json").read_text())
+    assert translation["done"] + translation["failed"] == translation["rows"] > 0  # every row accounted for
 
 
 def test_a_failing_notebook_stops_the_run_and_names_the_cell(tmp_path, capsys):

@@ -1,0 +1,464 @@
+"""Translate Cosmos QA (EN) to Brazilian Portuguese with an LLM: resumable, validated, concurrent.
+
+Protocol (fixed, so any OpenAI-compatible server can be swapped in): the last user message is the source record
+as JSON with keys `context, question, answer0..answer3`; the reply must be one JSON object with exactly the string
+keys `contexto, pergunta, A, B, C, D`, all non-empty. The label never goes to the model; it is copied.
+
+Reliability: every completed record is appended to `cache.jsonl` (flushed and fsynced) keyed by id, so a crash
+loses at most the records in flight and a rerun skips what is done; records that still fail after `max_retries`
+go to `ledger.jsonl` with their last reason and raw reply, and `retry_failed=True` re-tries only those.
+
+CLI: `python -m lib.translate --source data/samples/cosmos_qa_en.jsonl --base-url http://127.0.0.1:8000/v1 \
+--model my-model --workers 16 --output-dir data/processed/cosmos_qa_ptbr`
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+
+from lib import data
+from lib.secrets import get_secret
+
+SOURCE_KEYS = ("context", "question", "answer0", "answer1", "answer2", "answer3")
+TARGET_KEYS = ("contexto", "pergunta", "A", "B", "C", "D")
+FIELD_PAIRS = dict(zip(SOURCE_KEYS, TARGET_KEYS))
+NONE_EN, NONE_PT = "None of the above choices .", "Nenhuma das opções acima."
+
+SYSTEM_PROMPT = f"""Você é um tradutor profissional de inglês para português do Brasil.
+Você recebe um objeto JSON com as chaves "context", "question", "answer0", "answer1", "answer2" e "answer3":
+um texto, uma pergunta de compreensão sobre ele e quatro alternativas.
+Responda SOMENTE com um objeto JSON com exatamente as chaves "contexto", "pergunta", "A", "B", "C" e "D",
+contendo, nesta ordem, a tradução de context, question, answer0, answer1, answer2 e answer3.
+Regras:
+- Preserve o sentido exato; a alternativa correta deve continuar correta e as erradas, erradas.
+- Escreva em português do Brasil natural; adapte expressões idiomáticas em vez de traduzi-las palavra por palavra.
+- Resolva palavras ambíguas pelo contexto; expanda ou adapte abreviações quando necessário.
+- Mantenha nomes de pessoas, marcas e lugares como estão.
+- Traduza "{NONE_EN}" sempre como "{NONE_PT}".
+- Não acrescente comentários, explicações nem campos extras."""
+
+REPLY_SCHEMA = {  # OpenAI structured outputs (`response_format` json_schema, strict)
+    "name": "cosmos_qa_ptbr",
+    "strict": True,
+    "schema": {"type": "object", "additionalProperties": False, "required": list(TARGET_KEYS),
+               "properties": {k: {"type": "string"} for k in TARGET_KEYS}},
+}
+
+
+class ReplyError(ValueError):
+    """A reply that breaks the protocol; the attempt counts as failed with this reason."""
+
+
+class FatalBackendError(RuntimeError):
+    """An error no retry can fix (bad key, unknown model): the run stops instead of failing every record."""
+
+
+class TransientError(RuntimeError):
+    """Worth retrying: 429, 5xx, timeouts, dropped connections. `retry_after` in seconds when the server said."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+# ---------------------------------------------------------------- protocol
+
+def messages_for(row: dict) -> list[dict]:
+    payload = {k: row[k] for k in SOURCE_KEYS}
+    return [{"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": json.dumps(payload, ensure_ascii=False)}]
+
+
+_FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def parse_reply(reply: str, source: dict) -> dict:
+    """Validate a reply (JSON only, never eval) and return the six translated fields; raise ReplyError."""
+    if not isinstance(reply, str) or not reply.strip():
+        raise ReplyError("empty reply")
+    text = reply.strip()
+    if fenced := _FENCE.match(text):
+        text = fenced.group(1)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ReplyError(f"bad JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+    if not isinstance(obj, dict):
+        raise ReplyError(f"bad JSON: expected an object, got {type(obj).__name__}")
+    letters = [k for k in obj if re.fullmatch(r"[A-Z]", str(k))]
+    if len(letters) != 4:
+        raise ReplyError(f"option count wrong: {len(letters)} lettered options ({', '.join(sorted(letters))})")
+    if missing := [k for k in TARGET_KEYS if k not in obj]:
+        raise ReplyError(f"missing key(s): {', '.join(missing)}")
+    if extra := [k for k in obj if k not in TARGET_KEYS]:
+        raise ReplyError(f"extra key(s): {', '.join(map(str, extra))}")
+    for key in TARGET_KEYS:
+        if not isinstance(obj[key], str):
+            raise ReplyError(f"field {key}: expected text, got {type(obj[key]).__name__}")
+        if not obj[key].strip():
+            raise ReplyError(f"field {key}: empty")
+    for src, dst in (("context", "contexto"), ("question", "pergunta")):
+        if _normalise(obj[dst]) == _normalise(source[src]):
+            raise ReplyError(f"untranslated copy: {dst} equals the English {src}")
+    if all(_normalise(obj[d]) == _normalise(source[s]) for s, d in list(FIELD_PAIRS.items())[2:]):
+        raise ReplyError("untranslated copy: all four options equal the English ones")
+    return {k: obj[k] for k in TARGET_KEYS}
+
+
+# ---------------------------------------------------------------- backends
+
+class OpenAIBackend:
+    """Any OpenAI-compatible chat-completions server (OpenAI, vLLM, Ollama, llama.cpp server)."""
+
+    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
+                 structured: bool = True, timeout: float = 120.0):
+        import openai
+
+        self.openai = openai
+        self.model, self.structured = model, structured
+        key = api_key or get_secret("OPENAI_API_KEY") or ("not-needed" if base_url else None)
+        if key is None:
+            raise FatalBackendError("OPENAI_API_KEY is not set (environment or Colab secrets)")
+        # Retries are ours (with the ledger and Retry-After), so the client's own are off.
+        self.client = openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0)
+
+    def complete(self, messages: list[dict]) -> str:
+        openai = self.openai
+        kwargs = {"response_format": {"type": "json_schema", "json_schema": REPLY_SCHEMA}} if self.structured else {}
+        try:
+            response = self.client.chat.completions.create(model=self.model, messages=messages, temperature=0,
+                                                           **kwargs)
+        except openai.RateLimitError as error:
+            raise TransientError("HTTP 429 rate limited", _retry_after(error.response)) from None
+        except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as error:
+            raise FatalBackendError(f"{type(error).__name__}: {error}") from None
+        except openai.APITimeoutError:
+            raise TransientError("timeout") from None
+        except openai.APIConnectionError as error:
+            raise TransientError(f"connection error ({error})") from None
+        except openai.APIStatusError as error:
+            if error.status_code >= 500 or error.status_code in (408, 409):
+                raise TransientError(f"HTTP {error.status_code}", _retry_after(error.response)) from None
+            raise ReplyError(f"HTTP {error.status_code}: {str(error)[:200]}") from None
+        if not response.choices:
+            raise ReplyError("reply without choices")
+        return response.choices[0].message.content or ""
+
+
+def _retry_after(response) -> float | None:
+    try:
+        return max(0.0, float(response.headers.get("retry-after")))
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+class LocalBackend:
+    """A causal LM from `lib.models` (the embedded model on CPU, any Hub id on a GPU), batched greedy decoding."""
+
+    def __init__(self, model: str = "embedded", batch_size: int = 4, max_new_tokens: int | None = None):
+        import torch
+
+        from lib import models
+
+        self.torch = torch
+        self.tokenizer = models.load_tokenizer(model)
+        self.tokenizer.padding_side = "left"  # decoder-only batches are padded on the left
+        self.model = models.load_model(model).eval()
+        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        self.stop_ids = [i for i in {self.tokenizer.eos_token_id,
+                                     self.tokenizer.convert_tokens_to_ids("<end_of_turn>")} if isinstance(i, int)]
+
+    def complete_batch(self, batch: list[list[dict]]) -> list[str]:
+        texts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in batch]
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        # A translation is about as long as its source: budget 1.5x the user turn plus the JSON keys.
+        budget = self.max_new_tokens or int(1.5 * max(len(self.tokenizer(m[-1]["content"])["input_ids"])
+                                                      for m in batch)) + 48
+        with self.torch.no_grad():
+            out = self.model.generate(**enc, max_new_tokens=budget, do_sample=False, eos_token_id=self.stop_ids,
+                                      pad_token_id=self.tokenizer.pad_token_id)
+        return self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+# ---------------------------------------------------------------- cache and ledger
+
+class JsonlLog:
+    """Append-only JSONL; each record is one write, flushed and fsynced, under a lock shared by the workers."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._drop_torn_tail()
+        self.lock = threading.Lock()
+
+    def _drop_torn_tail(self) -> None:
+        """A kill during a write can leave half a line at the end: cut it (that record is simply redone)."""
+        if not self.path.exists():
+            return
+        raw = self.path.read_bytes()
+        if raw and not raw.endswith(b"\n"):
+            with self.path.open("r+b") as f:
+                f.truncate(raw.rfind(b"\n") + 1)
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        rows = []
+        for number, line in enumerate(self.path.read_text(encoding="utf-8").split("\n"), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise ValueError(f"{self.path} line {number} is corrupt; move the file away to start over") from None
+        return rows
+
+    def append(self, record: dict) -> None:
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        with self.lock, self.path.open("ab") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+# ---------------------------------------------------------------- the run
+
+@dataclass
+class RunStats:
+    done_before: int = 0
+    done: int = 0
+    failed: int = 0
+    attempts: list[int] = field(default_factory=list)  # per record finished in this run (done or failed)
+    seconds: float = 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return (self.done + self.failed) / self.seconds if self.seconds else 0.0
+
+
+class Translator:
+    def __init__(self, backend, output_dir: str | Path, workers: int = 4, max_retries: int = 3,
+                 backoff_base: float = 1.0, backoff_max: float = 60.0, progress: bool = True):
+        self.backend, self.workers, self.max_retries = backend, workers, max_retries
+        self.backoff_base, self.backoff_max, self.progress = backoff_base, backoff_max, progress
+        self.output_dir = Path(output_dir)
+        self.cache = JsonlLog(self.output_dir / "cache.jsonl")
+        self.ledger = JsonlLog(self.output_dir / "ledger.jsonl")
+
+    # -- state on disk
+    def translations(self) -> dict[str, dict]:
+        """id -> {"translation", "attempts"}; the first record of an id wins (later copies are ignored)."""
+        done: dict[str, dict] = {}
+        for record in self.cache.read():
+            done.setdefault(record["id"], record)
+        return done
+
+    def failures(self) -> dict[str, dict]:
+        """Ledger entries (latest per id) whose id has not been translated since."""
+        done = self.translations()
+        return {r["id"]: r for r in self.ledger.read() if r["id"] not in done}
+
+    # -- running
+    def run(self, rows: list[dict], retry_failed: bool = False) -> RunStats:
+        """Translate `rows` (source schema, with `id`). Skips done ids; failed ids only with `retry_failed`."""
+        done, failed = self.translations(), self.failures()
+        pending = [r for r in rows if r["id"] not in done and ((r["id"] in failed) == retry_failed)]
+        stats = RunStats(done_before=sum(r["id"] in done for r in rows))
+        start = time.monotonic()
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(pending), unit="rows", disable=not self.progress, desc="translate") as bar:
+            if hasattr(self.backend, "complete_batch"):
+                self._run_batched(pending, stats, bar)
+            else:
+                self._run_threaded(pending, stats, bar)
+        stats.seconds = time.monotonic() - start
+        return stats
+
+    def _finish(self, row: dict, attempts: int, translation: dict | None, reason: str, reply, stats, bar) -> None:
+        if translation is not None:
+            self.cache.append({"id": row["id"], "translation": translation, "attempts": attempts})
+            stats.done += 1
+        else:
+            self.ledger.append({"id": row["id"], "attempts": attempts, "last_reason": reason, "last_reply": reply})
+            stats.failed += 1
+        stats.attempts.append(attempts)
+        bar.update(1)
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.backoff_max)
+        return min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+
+    def _translate_one(self, row: dict, stats: RunStats, bar) -> None:
+        reason, reply = "", None
+        for attempt in range(1, self.max_retries + 2):
+            retry_after = None
+            try:
+                reply = self.backend.complete(messages_for(row))
+                return self._finish(row, attempt, parse_reply(reply, row), "", reply, stats, bar)
+            except ReplyError as error:
+                reason = str(error)
+            except TransientError as error:
+                reason, retry_after = str(error), error.retry_after
+            if attempt <= self.max_retries:
+                time.sleep(self._delay(attempt, retry_after))
+        self._finish(row, self.max_retries + 1, None, reason, reply, stats, bar)
+
+    def _run_threaded(self, pending: list[dict], stats: RunStats, bar) -> None:
+        pool = ThreadPoolExecutor(max_workers=max(1, self.workers))
+        try:
+            futures = [pool.submit(self._translate_one, row, stats, bar) for row in pending]
+            for future in as_completed(futures):
+                future.result()  # a FatalBackendError surfaces here and stops the run
+        finally:  # on error or Ctrl-C: records not started are cancelled; finished ones are already cached
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run_batched(self, pending: list[dict], stats: RunStats, bar) -> None:
+        """Local models: whole batches per generate call; failed records go round again up to max_retries."""
+        attempts = {r["id"]: 0 for r in pending}
+        queue = list(pending)
+        size = getattr(self.backend, "batch_size", 4)
+        while queue:
+            batch, queue = queue[:size], queue[size:]
+            replies = self.backend.complete_batch([messages_for(r) for r in batch])
+            for row, reply in zip(batch, replies):
+                attempts[row["id"]] += 1
+                try:
+                    self._finish(row, attempts[row["id"]], parse_reply(reply, row), "", reply, stats, bar)
+                except ReplyError as error:
+                    if attempts[row["id"]] <= self.max_retries:
+                        queue.append(row)
+                    else:
+                        self._finish(row, attempts[row["id"]], None, str(error), reply, stats, bar)
+
+
+# ---------------------------------------------------------------- dataset assembly
+
+def source_rows(dataset: datasets.DatasetDict) -> list[dict]:
+    return [row for split in dataset.values() for row in split]
+
+
+def to_portuguese(dataset: datasets.DatasetDict, translations: dict[str, dict]) -> datasets.DatasetDict:
+    """PT-schema splits in source order, from the cached translations; untranslated ids are left out (ledger)."""
+    out = {}
+    for split, ds in dataset.items():
+        rows = []
+        for row in ds:
+            if row["id"] in translations:
+                label = None if row["label"] is None else data.label_to_letter(row["label"])
+                rows.append({"id": row["id"], **translations[row["id"]]["translation"], "Label": label})
+        out[split] = data.to_dataset(rows, data.COSMOS_PT)
+    return datasets.DatasetDict(out)
+
+
+def quality_report(dataset: datasets.DatasetDict, translator: Translator, rejected_rows: int = 0,
+                   low: float = 0.6, high: float = 1.8) -> dict:
+    """Counts, attempts histogram, PT/EN length ratios with outliers, copies and options made identical."""
+    translations, failures = translator.translations(), translator.failures()
+    rows = source_rows(dataset)
+    ratios: dict[str, list[float]] = {dst: [] for dst in TARGET_KEYS}
+    outliers, copies, identical_options = [], [], []
+    for row in rows:
+        if row["id"] not in translations:
+            continue
+        pt = translations[row["id"]]["translation"]
+        for src, dst in FIELD_PAIRS.items():
+            ratio = len(pt[dst]) / max(1, len(row[src]))
+            ratios[dst].append(ratio)
+            if not low <= ratio <= high and len(row[src]) >= 20:
+                outliers.append({"id": row["id"], "field": dst, "ratio": round(ratio, 2), "en": row[src], "pt": pt[dst]})
+            if _normalise(pt[dst]) == _normalise(row[src]) and len(row[src]) >= 20:
+                copies.append({"id": row["id"], "field": dst, "text": pt[dst]})
+        options = [_normalise(pt[k]) for k in "ABCD"]
+        if len(set(options)) < 4:
+            identical_options.append({"id": row["id"], "options": [pt[k] for k in "ABCD"]})
+    histogram: dict[int, int] = {}
+    for record in list(translations.values()) + list(failures.values()):
+        histogram[record["attempts"]] = histogram.get(record["attempts"], 0) + 1
+    ids = {row["id"] for row in rows}
+    return {
+        "rows": len(rows), "done": sum(i in translations for i in ids), "failed": sum(i in failures for i in ids),
+        "pending": sum(i not in translations and i not in failures for i in ids), "rejected_rows": rejected_rows,
+        "attempts_histogram": dict(sorted(histogram.items())),
+        "length_ratio_mean": {k: round(sum(v) / len(v), 3) for k, v in ratios.items() if v},
+        "length_ratios": ratios, "length_ratio_bounds": [low, high], "length_outliers": outliers,
+        "untranslated_copies": copies, "identical_options": identical_options,
+        "failures": [{"id": f["id"], "attempts": f["attempts"], "last_reason": f["last_reason"]}
+                     for f in failures.values() if f["id"] in ids],
+    }
+
+
+def side_by_side(dataset: datasets.DatasetDict, translations: dict[str, dict], n: int = 3) -> list[dict]:
+    out = []
+    for row in source_rows(dataset):
+        if row["id"] in translations and len(out) < n:
+            pt = translations[row["id"]]["translation"]
+            out += [{"id": row["id"], "field": dst, "en": row[src], "pt": pt[dst]} for src, dst in FIELD_PAIRS.items()]
+    return out
+
+
+def make_backend(backend: str, model: str, base_url: str | None = None, structured: bool = True,
+                 batch_size: int = 4, max_new_tokens: int | None = None):
+    if backend == "openai":
+        return OpenAIBackend(model, base_url=base_url, structured=structured)
+    if backend == "local":
+        return LocalBackend(model, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    raise ValueError(f"backend must be 'openai' or 'local', got {backend!r}")
+
+
+def translate_dataset(source: str, output_dir: str | Path, backend, splits: list[str] | None = None,
+                      limit: int | None = None, workers: int = 4, max_retries: int = 3,
+                      retry_failed: bool = False, progress: bool = True, **translator_kwargs):
+    """Load + validate the EN source, translate what is not done yet, save the PT DatasetDict.
+
+    Returns (PT DatasetDict, source DatasetDict, validation report, Translator, RunStats).
+    """
+    source_ds, report = data.load(source, "cosmos_qa_en", splits=splits, limit=limit)
+    translator = Translator(backend, output_dir, workers=workers, max_retries=max_retries, progress=progress,
+                            **translator_kwargs)
+    stats = translator.run(source_rows(source_ds), retry_failed=retry_failed)
+    portuguese = to_portuguese(source_ds, translator.translations())
+    data.save(portuguese, output_dir)
+    return portuguese, source_ds, report, translator, stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Translate Cosmos QA to pt-BR (resumable).")
+    parser.add_argument("--source", required=True, help="hub id (cosmos_qa) or local file/folder")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--backend", default="openai", choices=["openai", "local"])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--base-url")
+    parser.add_argument("--splits", nargs="*")
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--max-retries", type=int, default=3)
+    parser.add_argument("--backoff-base", type=float, default=1.0)
+    parser.add_argument("--unstructured", action="store_true", help="plain JSON instructions, no response_format")
+    parser.add_argument("--retry-failed", action="store_true", help="re-try only the ledger")
+    args = parser.parse_args(argv)
+    backend = make_backend(args.backend, args.model, args.base_url, structured=not args.unstructured)
+    portuguese, _, report, translator, stats = translate_dataset(
+        args.source, args.output_dir, backend, splits=args.splits, limit=args.limit, workers=args.workers,
+        max_retries=args.max_retries, retry_failed=args.retry_failed, backoff_base=args.backoff_base)
+    print(report.summary())
+    print(f"done {stats.done} (before: {stats.done_before}), failed {stats.failed}, "
+          f"{stats.rows_per_second:.2f} rows/s; dataset: {dict(portuguese.num_rows)}")
+
+
+if __name__ == "__main__":
+    main()
