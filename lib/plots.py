@@ -9,11 +9,18 @@ matplotlib.use("Agg")  # headless-safe (papermill, CI); notebooks show the saved
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def token_length_histograms(lengths_by_split: dict[str, list[int]], max_length: int, path: str | Path,
                             title: str) -> Path:
     """One histogram per split with the `max_length` cut-off marked."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     splits = list(lengths_by_split)
     fig, axes = plt.subplots(1, len(splits), figsize=(4.5 * len(splits), 3.4), squeeze=False)
     for ax, split in zip(axes[0], splits):
@@ -26,16 +33,11 @@ def token_length_histograms(lengths_by_split: dict[str, list[int]], max_length: 
         ax.set_ylabel("examples")
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def translation_quality(report: dict, path: str | Path) -> Path:
     """Attempts per record, and the PT/EN length ratio per field with the outlier bounds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     histogram = report["attempts_histogram"]
     left.bar([str(k) for k in histogram], list(histogram.values()), color="#4C72B0")
@@ -50,7 +52,75 @@ def translation_quality(report: dict, path: str | Path) -> Path:
     else:
         right.text(0.5, 0.5, "no translated record", ha="center", va="center", transform=right.transAxes)
     right.set_title("length ratio PT / EN per field")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
+
+
+def mc_report(metrics: dict, path: str | Path, title: str) -> Path:
+    """Confusion matrix (gold x predicted, with `invalid`), accuracy by gold letter, letter bias."""
+    gold = list(metrics["confusion"])
+    predicted = list(next(iter(metrics["confusion"].values())))
+    matrix = [[metrics["confusion"][g][p] for p in predicted] for g in gold]
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.8))
+    a.imshow(matrix, cmap="Blues")
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            a.text(j, i, value, ha="center", va="center", fontsize=8)
+    a.set_xticks(range(len(predicted)), predicted)
+    a.set_yticks(range(len(gold)), gold)
+    a.set_xlabel("predicted")
+    a.set_ylabel("gold")
+    a.set_title("confusion")
+    by_gold = metrics["accuracy_by_gold"]
+    b.bar(list(by_gold), [v or 0 for v in by_gold.values()], color="#4C72B0")
+    b.axhline(0.25, color="grey", linestyle=":", label="chance")
+    b.set_ylim(0, 1)
+    b.set_title("accuracy by gold letter")
+    b.legend(fontsize=8)
+    letters = list(metrics["pred_distribution"])
+    width = 0.4
+    c.bar([i - width / 2 for i in range(len(letters))], list(metrics["pred_distribution"].values()), width,
+          label="predicted", color="#DD8452")
+    c.bar([i + width / 2 for i in range(len(gold))], list(metrics["gold_distribution"].values()), width,
+          label="gold", color="#55A868")
+    c.set_xticks(range(len(letters)), letters)
+    c.set_title("letter bias")
+    c.legend(fontsize=8)
+    fig.suptitle(f"{title} — accuracy {metrics['accuracy']:.1%} (95% CI {metrics['ci95'][0]:.1%}–{metrics['ci95'][1]:.1%})")
+    return _save(fig, path)
+
+
+def accuracy_comparison(runs: dict[str, dict], path: str | Path, title: str) -> Path:
+    """Accuracy with 95% CI error bars, one bar per run (e.g. base vs tuned)."""
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(runs), 3.6))
+    names = list(runs)
+    acc = [runs[n]["accuracy"] for n in names]
+    low = [a - runs[n]["ci95"][0] for a, n in zip(acc, names)]
+    high = [runs[n]["ci95"][1] - a for a, n in zip(acc, names)]
+    ax.bar(names, acc, yerr=[low, high], capsize=6, color=["#8172B3", "#55A868", "#C44E52", "#4C72B0"][:len(names)])
+    ax.axhline(0.25, color="grey", linestyle=":", label="chance (4 options)")
+    for i, a in enumerate(acc):
+        ax.text(i, a + 0.02, f"{a:.1%}", ha="center")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left")
+    return _save(fig, path)
+
+
+def instruction_report(runs: dict[str, dict], path: str | Path, title: str) -> Path:
+    """Side-by-side bars of the instruction-following metrics (rates on 0-1, text scores on 0-100)."""
+    rate_keys = ["eos_stop_rate", "repeated_4gram_rate", "distinct_2", "list_exact_rate"]
+    score_keys = ["rouge_l", "chrf", "bleu"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6))
+    width = 0.8 / max(1, len(runs))
+    for k, (name, m) in enumerate(runs.items()):
+        a.bar([i + k * width for i in range(len(rate_keys))], [m.get(x) or 0 for x in rate_keys], width, label=name)
+        b.bar([i + k * width for i in range(len(score_keys))], [m.get(x) or 0 for x in score_keys], width, label=name)
+    a.set_xticks([i + width * (len(runs) - 1) / 2 for i in range(len(rate_keys))], rate_keys, fontsize=8)
+    b.set_xticks([i + width * (len(runs) - 1) / 2 for i in range(len(score_keys))], score_keys)
+    a.set_ylim(0, 1.05)
+    a.set_title("rates")
+    b.set_title("text overlap with the reference (0-100)")
+    a.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -1,0 +1,450 @@
+"""Evaluation without hand annotation: multiple-choice accuracy (06) and instruction following (07).
+
+Multiple choice, on exactly the prompt training renders (`lib.prompts.render_cosmos`):
+- `letters`: one forward pass per batch; softmax over the next-token logits of the four answer letters after the
+  assistant prefix `Alternativa`. Never invalid.
+- `options`: log-likelihood of each option's text as the continuation (lm-eval style): `acc` and `acc_norm`.
+- `generate`: greedy generation, then `parse_answer` turns free text into a letter or `invalid` with a reason.
+Instruction following: greedy generation with the Alpaca-PT prompt, ROUGE-L / chrF / BLEU, perplexity of the
+reference, EOS-stop rate, repetition, length ratio and "list exactly N items" compliance.
+"""
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lib import models, prompts
+from lib.data import LETTERS
+
+NONE_OF_THE_ABOVE = "Nenhuma das opções acima."
+INVALID = "invalid"
+
+
+# ---------------------------------------------------------------- loading
+
+def load_for_eval(model: str, adapter: str | None = None, quantize_4bit: bool = False):
+    """(model, tokenizer) in eval mode; `adapter` is a PEFT adapter folder (None = the base model)."""
+    if adapter is not None:
+        folder = Path(adapter)
+        if not (folder / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"adapter {adapter!r}: no adapter_config.json there. Pass the folder that "
+                                    f"training saved (e.g. .../final_adapter), or adapter=None for the base model.")
+    tokenizer = models.load_tokenizer(model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # only for batching here; labels are not involved
+    net = models.load_model(model, quantize_4bit=quantize_4bit)
+    if adapter is not None:
+        from peft import PeftModel
+
+        net = PeftModel.from_pretrained(net, adapter)
+    return net.eval(), tokenizer
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """EOS plus the chat end-of-turn markers the tokenizer knows (Gemma stops on `<end_of_turn>`)."""
+    ids = {tokenizer.eos_token_id}
+    for token in ("<end_of_turn>", "<|im_end|>", "<|eot_id|>"):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.add(token_id)
+    return sorted(i for i in ids if i is not None)
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _left_padded(tokenizer, sequences: list[list[int]], device) -> dict:
+    """Left padding with explicit position ids, so every row ends at the last column (only the last few positions
+    need logits: `logits_to_keep`) and a padded row computes exactly what it would alone."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        ids[i, width - len(seq):] = torch.tensor(seq)
+        mask[i, width - len(seq):] = 1
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": positions.to(device)}
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]  # rendered prompts carry their own BOS
+
+
+# ---------------------------------------------------------------- multiple choice: letters
+
+def letter_tokens(tokenizer, prompt: str) -> tuple[list[int], list[int]]:
+    """(shared prefix ids, first token id of each letter A-D) for `prompt + "Alternativa X"`.
+
+    Tokenizing the four full answers and splitting at their common prefix handles both tokenizers that glue the
+    space to the letter (` B`) and those that do not (`B`), exactly as training tokenized the target.
+    """
+    encoded = [_encode(tokenizer, prompt + prompts.ANSWER_PREFIX + letter) for letter in LETTERS]
+    common = 0
+    while all(len(e) > common for e in encoded) and len({e[common] for e in encoded}) == 1:
+        common += 1
+    firsts = [e[common] for e in encoded if len(e) > common]
+    if len(firsts) != 4 or len(set(firsts)) != 4:
+        raise ValueError("the four answer letters do not start with distinct tokens; use mode='options'")
+    return encoded[0][:common], firsts
+
+
+@torch.no_grad()
+def score_letters(model, tokenizer, rows: list[dict], batch_size: int = 16) -> list[dict]:
+    """Per row: probabilities of A-D at the answer position and the argmax letter."""
+    out = []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        encoded = [letter_tokens(tokenizer, prompts.render_cosmos(r, tokenizer)["prompt"]) for r in batch]
+        batch_inputs = _left_padded(tokenizer, [prefix for prefix, _ in encoded], _device(model))
+        # Only the last position's logits: the LM head over a 262k vocabulary dominates the cost otherwise.
+        logits = model(**batch_inputs, logits_to_keep=1).logits[:, -1].float()
+        for i, (_, letter_ids) in enumerate(encoded):
+            probs = torch.softmax(logits[i, letter_ids], dim=-1).tolist()
+            out.append({"pred": LETTERS[int(np.argmax(probs))], "probs": dict(zip(LETTERS, probs))})
+    return out
+
+
+# ---------------------------------------------------------------- multiple choice: options (lm-eval style)
+
+@torch.no_grad()
+def continuation_logprobs(model, tokenizer, pairs: list[tuple[str, str]],
+                          batch_size: int = 16) -> list[tuple[float, int]]:
+    """(sum of log-probabilities, number of tokens) of each continuation given its context."""
+    scores = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        contexts = [_encode(tokenizer, c) for c, _ in chunk]
+        fulls = [_encode(tokenizer, c + x) for c, x in chunk]
+        # the continuation starts where the context's tokens stop matching (merges at the seam are rare)
+        begins = [max(1, next((k for k, (a, b) in enumerate(zip(c, f)) if a != b), len(c)))
+                  for c, f in zip(contexts, fulls)]
+        keep = max(len(f) - b for f, b in zip(fulls, begins)) + 1
+        batch_inputs = _left_padded(tokenizer, fulls, _device(model))
+        logprobs = torch.log_softmax(model(**batch_inputs, logits_to_keep=keep).logits.float(), dim=-1)
+        for i, (full, begin) in enumerate(zip(fulls, begins)):
+            n = len(full) - begin  # rows end at the last column: logits[-1 - n: -1] predict the continuation
+            targets = torch.tensor(full[begin:], device=logprobs.device)
+            scores.append((logprobs[i, keep - 1 - n:keep - 1].gather(1, targets[:, None]).sum().item(), n))
+    return scores
+
+
+def score_options(model, tokenizer, rows: list[dict], batch_size: int = 16) -> list[dict]:
+    pairs, lengths = [], []
+    for row in rows:
+        prompt = prompts.render_cosmos(row, tokenizer)["prompt"]
+        for letter in LETTERS:
+            pairs.append((prompt, row[letter]))
+            lengths.append(max(1, len(row[letter].encode("utf-8"))))
+    scores = [total for total, _ in continuation_logprobs(model, tokenizer, pairs, batch_size)]
+    out = []
+    for i in range(len(rows)):
+        raw, size = scores[4 * i:4 * i + 4], lengths[4 * i:4 * i + 4]
+        out.append({"pred": LETTERS[int(np.argmax(raw))],
+                    "pred_norm": LETTERS[int(np.argmax([s / n for s, n in zip(raw, size)]))],
+                    "logprobs": dict(zip(LETTERS, raw))})
+    return out
+
+
+# ---------------------------------------------------------------- generation
+
+@torch.no_grad()
+def generate(model, tokenizer, prompt_texts: list[str], max_new_tokens: int, batch_size: int = 8) -> list[dict]:
+    """Greedy, batched (left padding for generation). Per prompt: text, tokens generated, stopped_by_eos."""
+    stops = stop_token_ids(tokenizer)
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    out = []
+    try:
+        for start in range(0, len(prompt_texts), batch_size):
+            chunk = prompt_texts[start:start + batch_size]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(_device(model))
+            generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
+                                       pad_token_id=tokenizer.pad_token_id)[:, enc["input_ids"].shape[1]:]
+            for seq in generated.tolist():
+                stop_at = next((k for k, t in enumerate(seq) if t in stops), None)
+                body = seq if stop_at is None else seq[:stop_at]
+                out.append({"text": tokenizer.decode(body, skip_special_tokens=True),
+                            "new_tokens": len(body) + (stop_at is not None), "stopped_by_eos": stop_at is not None})
+    finally:
+        tokenizer.padding_side = side
+    return out
+
+
+# ---------------------------------------------------------------- parsing free-text answers
+
+_KEYWORD = r"(?:alternativa|letra|op[çc][ãa]o|resposta)"
+_STRONG = [  # each captures one letter; case-insensitive keywords, letter A-K in either case
+    re.compile(rf"{_KEYWORD}\s+corret[ao]\s*(?:é|e|:)?\s*(?:a\s+|\(a\)\s+)?(?:{_KEYWORD}\s+)?\(?([a-k])\)?(?![\w])",
+               re.IGNORECASE),
+    re.compile(rf"{_KEYWORD}\s*(?:é|:|-)?\s*(?:a\s+|\(a\)\s+)?\(?([a-k])\)?(?![\w])", re.IGNORECASE),
+]
+_BARE = re.compile(r"^\s*\(?([A-K])\)?\s*(?:[).:\-]\s*.*)?$", re.DOTALL)
+
+
+def _fold(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text.lower())
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    return " ".join(re.sub(r"[^\w\s]", " ", text).split())
+
+
+def parse_answer(text: str, options: dict[str, str]) -> tuple[str, str | None]:
+    """Free text -> (letter, None) or (INVALID, reason). Patterns first, then the text of an option."""
+    if not text or not text.strip():
+        return INVALID, "empty answer"
+    letters = [m.group(1).upper() for pattern in _STRONG for m in pattern.finditer(text)]
+    if not letters and (bare := _BARE.match(text.strip().splitlines()[0])):
+        letters = [bare.group(1)]
+    distinct = list(dict.fromkeys(letters))
+    if len(distinct) > 1:
+        return INVALID, f"several different letters ({', '.join(distinct)})"
+    if distinct:
+        letter = distinct[0]
+        if letter not in LETTERS:
+            return INVALID, f"names an option that does not exist ({letter})"
+        return letter, None
+    answer = _fold(text)
+    matches = [letter for letter in LETTERS if _fold(options[letter]) and _fold(options[letter]) in answer]
+    if len(matches) == 1:
+        return matches[0], None
+    if len(matches) > 1:
+        longest = max(matches, key=lambda k: len(_fold(options[k])))
+        if all(_fold(options[m]) in _fold(options[longest]) for m in matches):
+            return longest, None  # one option's text contains the others' (e.g. "Em Recife" / "Recife")
+        return INVALID, f"text matches several options ({', '.join(matches)})"
+    return INVALID, "no letter and no option text found"
+
+
+# ---------------------------------------------------------------- multiple-choice metrics
+
+def bootstrap_ci(values, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> list[float]:
+    """Percentile bootstrap CI of the mean (scipy); a constant sample has a zero-width interval."""
+    from scipy.stats import bootstrap
+
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return [float("nan"), float("nan")]
+    if np.all(values == values[0]):
+        return [float(values[0]), float(values[0])]
+    result = bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
+                       method="percentile", rng=np.random.default_rng(seed))
+    return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
+
+
+def mcnemar_exact(correct_a, correct_b) -> dict:
+    """Exact McNemar test on paired right/wrong outcomes (binomial test on the discordant pairs)."""
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    p = 1.0 if only_a + only_b == 0 else float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
+    return {"only_a_right": only_a, "only_b_right": only_b, "p_value": p}
+
+
+def mc_metrics(predictions: list[dict], seed: int = 0) -> dict:
+    """Accuracy (+CI), invalid rate by reason, accuracy on valid answers, confusion, per gold letter, per type, bias."""
+    n = len(predictions)
+    correct = [p["correct"] for p in predictions]
+    valid = [p for p in predictions if p["pred"] != INVALID]
+    reasons = Counter(p["invalid_reason"] for p in predictions if p["pred"] == INVALID)
+    labels = list(LETTERS) + [INVALID]
+    confusion = {g: {k: sum(p["gold"] == g and p["pred"] == k for p in predictions) for k in labels} for g in LETTERS}
+
+    def accuracy(rows):
+        return round(sum(r["correct"] for r in rows) / len(rows), 4) if rows else None
+
+    none_rows = [p for p in predictions if p.get("has_none_option")]
+    return {
+        "n": n,
+        "accuracy": accuracy(predictions),
+        "ci95": [round(x, 4) for x in bootstrap_ci(correct, seed=seed)],
+        "invalid_rate": round((n - len(valid)) / n, 4) if n else None,
+        "invalid_reasons": dict(reasons),
+        "accuracy_valid_only": accuracy(valid),
+        "confusion": confusion,
+        "accuracy_by_gold": {g: accuracy([p for p in predictions if p["gold"] == g]) for g in LETTERS},
+        "accuracy_by_type": {
+            "with_none_option": accuracy(none_rows), "without_none_option": accuracy(
+                [p for p in predictions if not p.get("has_none_option")]),
+            "gold_is_none_option": accuracy([p for p in none_rows if p.get("gold_is_none")])},
+        "pred_distribution": {k: sum(p["pred"] == k for p in predictions) for k in labels},
+        "gold_distribution": {g: sum(p["gold"] == g for p in predictions) for g in LETTERS},
+    }
+
+
+def evaluate_mc(model, tokenizer, rows: list[dict], mode: str = "letters", batch_size: int = 16,
+                max_new_tokens: int = 32) -> list[dict]:
+    """Per-question predictions (`id, gold, pred, correct`, plus mode details) for labelled PT-schema rows."""
+    if mode == "letters":
+        scored = score_letters(model, tokenizer, rows, batch_size)
+    elif mode == "options":
+        scored = score_options(model, tokenizer, rows, batch_size)
+    elif mode == "generate":
+        texts = [prompts.render_cosmos(r, tokenizer)["prompt"] for r in rows]
+        scored = []
+        for g, row in zip(generate(model, tokenizer, texts, max_new_tokens, batch_size), rows):
+            letter, reason = parse_answer(g["text"], {k: row[k] for k in LETTERS})
+            scored.append({"pred": letter, "invalid_reason": reason, "output": g["text"]})
+    else:
+        raise ValueError(f"mode must be letters, options or generate, got {mode!r}")
+    out = []
+    for row, s in zip(rows, scored):
+        options = [row[k] for k in LETTERS]
+        out.append({"id": row["id"], "gold": row["Label"], **s, "correct": s["pred"] == row["Label"],
+                    "has_none_option": NONE_OF_THE_ABOVE in options,
+                    "gold_is_none": row[row["Label"]] == NONE_OF_THE_ABOVE})
+    return out
+
+
+def contamination(eval_contexts, train_contexts) -> dict:
+    """How many evaluation contexts also appear in the training split, exactly or after normalisation."""
+    exact = set(train_contexts)
+    folded = {_fold(c) for c in train_contexts}
+    eval_contexts = list(eval_contexts)
+    return {"n_eval": len(eval_contexts), "exact": sum(c in exact for c in eval_contexts),
+            "normalized": sum(_fold(c) in folded for c in eval_contexts)}
+
+
+REPORTED = [  # figures reported by the prior student work (not measured here)
+    {"model": "Zephyr-7B-beta + QLoRA v1", "split": "Cosmos QA PT validation", "accuracy_pct": 79.73,
+     "how": "generation + regex"},
+    {"model": "Zephyr-7B-beta + QLoRA v2", "split": "Cosmos QA PT validation", "accuracy_pct": 81.03,
+     "how": "generation + regex"},
+    {"model": "Zephyr-7B-beta + QLoRA v3", "split": "Cosmos QA PT validation", "accuracy_pct": 81.03,
+     "how": "generation + regex"},
+    {"model": "Zephyr-7B-beta base", "split": "Cosmos QA PT validation", "accuracy_pct": 58.27,
+     "how": "~3 000 answers labelled by hand, invalid answers dropped"},
+    {"model": "Zephyr-7B-beta base", "split": "Cosmos QA PT validation", "accuracy_pct": 43.18,
+     "how": "~3 000 answers labelled by hand, invalid answers counted wrong"},
+]
+
+
+# ---------------------------------------------------------------- instruction following (07)
+
+_NUMBER_WORDS = {"dois": 2, "duas": 2, "três": 3, "tres": 3, "quatro": 4, "cinco": 5, "seis": 6, "sete": 7,
+                 "oito": 8, "nove": 9, "dez": 10}
+_LIST_REQUEST = re.compile(r"\b(?:liste|cite|dê|de|enumere|mencione|indique|escreva|sugira)\s+(?:exatamente\s+)?"
+                           r"(\d+|dois|duas|três|tres|quatro|cinco|seis|sete|oito|nove|dez)\b", re.IGNORECASE)
+_LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+\S", re.MULTILINE)
+
+
+def requested_items(instruction: str) -> int | None:
+    """N for requests like "Liste exatamente três frutas" / "Cite 4 capitais"; None otherwise."""
+    match = _LIST_REQUEST.search(instruction)
+    if not match:
+        return None
+    word = match.group(1).lower()
+    return int(word) if word.isdigit() else _NUMBER_WORDS[word]
+
+
+def count_list_items(text: str) -> int:
+    return len(_LIST_ITEM.findall(text))
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def repetition(text: str) -> dict:
+    """Share of repeated 4-grams (1 - unique/total) and distinct-1/2, over words."""
+    words = _words(text)
+
+    def grams(k):
+        return [tuple(words[i:i + k]) for i in range(len(words) - k + 1)]
+
+    four, one, two = grams(4), grams(1), grams(2)
+    return {"repeated_4gram_rate": 1 - len(set(four)) / len(four) if four else 0.0,
+            "distinct_1": len(set(one)) / len(one) if one else 0.0,
+            "distinct_2": len(set(two)) / len(two) if two else 0.0}
+
+
+class _UnicodeWords:
+    """rouge-score's default tokenizer drops every non-ASCII letter (ç, ã, é...): split on Unicode words instead."""
+
+    @staticmethod
+    def tokenize(text):
+        return _words(text)
+
+
+def text_metrics(predictions: list[str], references: list[str]) -> dict:
+    """Corpus ROUGE-L F1 (mean), chrF and BLEU (sacrebleu), on a 0-100 scale."""
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_UnicodeWords())
+    rouge = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
+    return {"rouge_l": round(100 * float(np.mean(rouge)), 2) if rouge else None,
+            "chrf": round(sacrebleu.corpus_chrf(predictions, [references]).score, 2),
+            "bleu": round(sacrebleu.corpus_bleu(predictions, [references]).score, 2)}
+
+
+@torch.no_grad()
+def completion_perplexity(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 8) -> float:
+    """exp(mean NLL) over the completion tokens only (prompt tokens do not count)."""
+    scores = continuation_logprobs(model, tokenizer, pairs, batch_size)
+    total, count = -sum(s for s, _ in scores), sum(n for _, n in scores)
+    return round(math.exp(total / count), 3) if count else float("nan")
+
+
+def evaluate_instructions(model, tokenizer, rows: list[dict], max_new_tokens: int = 128,
+                          batch_size: int = 8) -> tuple[dict, list[dict]]:
+    """Generate for each Canarim row with the Alpaca-PT prompt; return (metrics, per-row outputs)."""
+    formatted = [prompts.format_alpaca_pt(r, tokenizer) for r in rows]
+    generations = generate(model, tokenizer, [f["prompt"] for f in formatted], max_new_tokens, batch_size)
+    per_row = []
+    for row, gen in zip(rows, generations):
+        wanted = requested_items(row["instruction"])
+        items = count_list_items(gen["text"])
+        per_row.append({"instruction": row["instruction"], "input": row["input"], "reference": row["output"],
+                        "output": gen["text"], "stopped_by_eos": gen["stopped_by_eos"],
+                        "new_tokens": gen["new_tokens"], **repetition(gen["text"]),
+                        "length_ratio": len(_words(gen["text"])) / max(1, len(_words(row["output"]))),
+                        "requested_items": wanted, "items": items if wanted else None,
+                        "list_ok": (items == wanted and gen["stopped_by_eos"]) if wanted else None})
+    list_rows = [r for r in per_row if r["requested_items"]]
+    metrics = {
+        "n": len(rows),
+        **text_metrics([r["output"] for r in per_row], [r["reference"] for r in per_row]),
+        "perplexity": completion_perplexity(model, tokenizer, [(f["prompt"], f["completion"]) for f in formatted],
+                                            batch_size),
+        "eos_stop_rate": round(float(np.mean([r["stopped_by_eos"] for r in per_row])), 4) if per_row else None,
+        **{k: round(float(np.mean([r[k] for r in per_row])), 4) if per_row else None
+           for k in ("repeated_4gram_rate", "distinct_1", "distinct_2", "length_ratio")},
+        "list_requests": len(list_rows),
+        "list_exact_rate": round(float(np.mean([r["list_ok"] for r in list_rows])), 4) if list_rows else None,
+        "max_new_tokens": max_new_tokens,
+    }
+    return metrics, per_row
+
+
+# ---------------------------------------------------------------- notebook-level helpers
+
+def mc_run(net, tokenizer, rows: list[dict], mode: str, model: str, adapter: str | None, batch_size: int = 16,
+           max_new_tokens: int = 32, seed: int = 0) -> tuple[dict, list[dict]]:
+    """Evaluate and summarise one (model, adapter, mode): (metrics, predictions)."""
+    predictions = evaluate_mc(net, tokenizer, rows, mode, batch_size, max_new_tokens)
+    metrics = {"model": model, "adapter": adapter, "mode": mode, "seed": seed, **mc_metrics(predictions, seed)}
+    if mode == "options":
+        norm = [p["pred_norm"] == p["gold"] for p in predictions]
+        metrics["acc_norm"] = round(float(np.mean(norm)), 4) if norm else None
+    return metrics, predictions
+
+
+def mc_comparison(base: tuple[dict, list[dict]], tuned: tuple[dict, list[dict]]) -> dict:
+    """Base vs tuned on the same questions: accuracies, CIs, exact McNemar, and who got what right."""
+    (base_metrics, base_preds), (tuned_metrics, tuned_preds) = base, tuned
+    if [p["id"] for p in base_preds] != [p["id"] for p in tuned_preds]:
+        raise ValueError("the two runs did not answer the same questions")
+    test = mcnemar_exact([p["correct"] for p in base_preds], [p["correct"] for p in tuned_preds])
+    return {"n": len(base_preds), "mode": tuned_metrics["mode"],
+            "base_accuracy": base_metrics["accuracy"], "tuned_accuracy": tuned_metrics["accuracy"],
+            "base_ci95": base_metrics["ci95"], "tuned_ci95": tuned_metrics["ci95"], "mcnemar_p": test["p_value"],
+            "only_base_right": [b["id"] for b, t in zip(base_preds, tuned_preds) if b["correct"] and not t["correct"]],
+            "only_tuned_right": [b["id"] for b, t in zip(base_preds, tuned_preds) if t["correct"] and not b["correct"]],
+            "base_adapter": base_metrics["adapter"], "tuned_adapter": tuned_metrics["adapter"]}
