@@ -114,3 +114,9 @@ def length_summary(formatted: datasets.DatasetDict, tokenizer, max_length: int):
     """Per split: the token length of every formatted `text`, and its `length_report`."""
     lengths = {split: token_lengths(ds["text"], tokenizer) for split, ds in formatted.items()}
     return lengths, {split: length_report(values, max_length) for split, values in lengths.items()}
+
+
+def cosmos_training_example(row: dict) -> dict:
+    """TRL conversational prompt/completion: rendered by the same chat template call as `render_cosmos`."""
+    messages = cosmos_messages(row)
+    return {"prompt": messages[:-1], "completion": messages[-1:]}

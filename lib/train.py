@@ -1,0 +1,413 @@
+"""QLoRA fine-tuning with TRL `SFTTrainer`: loss on the completion only, EOS kept in the labels, resumable.
+
+Presets (`PRESETS`, below) are the one place that says how each model is trained; `HARDWARE` adapts a preset to a
+machine (`colab-a100`, `rtx3090`, `smoke` = the embedded model on CPU). `config_for(preset, hardware)` merges them.
+CLI: `python -m lib.train --preset zephyr-cosmosqa --hardware smoke --output-dir data/adapters/x` (rerun the same
+command after a crash: it resumes from the last checkpoint in `output_dir`).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import datasets
+import torch
+
+from lib import data, models, prompts
+
+# ---------------------------------------------------------------- presets (read side by side)
+
+PRESETS: dict[str, dict] = {
+    # Sabiá-7B on Canarim, Alpaca-PT. LoRA r=32 on q,k,v of LLaMA-7B = 25 165 824 trainable parameters, the count
+    # the prior work reported (its earlier r=16 config gave 12 582 912).
+    "sabia-canarim": dict(
+        model="sabia-7b", task="canarim", data="dominguesm/Canarim-Instruct-PTBR-Dataset",
+        train_rows=27_000, validation_rows=1_500, epochs=3, max_steps=-1, batch_size=8, learning_rate=2e-4,
+        scheduler="cosine", warmup_steps=0, optimizer="paged_adamw_32bit", lora_r=32, lora_alpha=32,
+        lora_dropout=0.05, lora_targets=("q_proj", "k_proj", "v_proj"), max_length=1024),
+    # Zephyr-7B-beta on Cosmos QA PT, chat prompts whose target is "Alternativa X".
+    "zephyr-cosmosqa": dict(
+        model="zephyr-7b-beta", task="cosmos", data="heloisy/cosmos_qa_ptbr",
+        train_rows=None, validation_rows=None, epochs=2, max_steps=-1, batch_size=32, learning_rate=4e-5,
+        scheduler="cosine", warmup_steps=100, optimizer="paged_adamw_8bit", lora_r=16, lora_alpha=16,
+        lora_dropout=0.05, lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"),
+        max_length=512),
+    # The prior work's v2: r=32, 3 epochs.
+    "zephyr-cosmosqa-v2": dict(base="zephyr-cosmosqa", lora_r=32, lora_alpha=32, epochs=3),
+}
+
+HARDWARE: dict[str, dict] = {
+    # A100 40 GB: the preset's batch in one step, bf16.
+    "colab-a100": dict(per_device_batch=None, gradient_checkpointing=False, optimizer=None, memory_gb=40),
+    # RTX 3090 24 GB: smaller micro-batches with gradient accumulation (same effective batch), checkpointing,
+    # paged 8-bit AdamW.
+    "rtx3090": dict(per_device_batch=4, gradient_checkpointing=True, optimizer="paged_adamw_8bit", memory_gb=24),
+    # CPU smoke run on the embedded model: fp32, minutes; data = shipped sample / SYNTHETIC set.
+    "smoke": dict(per_device_batch=8, gradient_checkpointing=False, optimizer="adamw_torch", memory_gb=24,
+                  model="embedded", epochs=1, max_steps=-1, warmup_steps=5, learning_rate=2e-4, batch_size=8,
+                  train_rows=None, validation_rows=48, max_length=384, eval_steps=20, save_steps=20),
+}
+
+SMOKE_DATA = {"canarim": "data/samples/canarim.jsonl", "cosmos": "data/processed/synthetic_mc"}
+
+
+@dataclass
+class TrainConfig:
+    preset: str
+    hardware: str
+    model: str
+    task: str  # "canarim" (Alpaca-PT) or "cosmos" (chat, target "Alternativa X")
+    data: str
+    train_rows: int | None
+    validation_rows: int | None
+    epochs: float
+    max_steps: int
+    batch_size: int  # effective batch = per_device_batch * grad_accum
+    per_device_batch: int
+    learning_rate: float
+    scheduler: str
+    warmup_steps: int
+    optimizer: str
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    lora_targets: tuple[str, ...]
+    max_length: int
+    gradient_checkpointing: bool
+    memory_gb: float
+    eval_steps: int = 200
+    save_steps: int = 200
+    logging_steps: int = 1
+    seed: int = 42
+    early_stopping_patience: int | None = None
+
+    @property
+    def grad_accum(self) -> int:
+        return max(1, self.batch_size // self.per_device_batch)
+
+
+def _preset(name: str) -> dict:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    spec = dict(PRESETS[name])
+    base = spec.pop("base", None)
+    return {**_preset(base), **spec} if base else spec
+
+
+def config_for(preset: str, hardware: str = "colab-a100", **overrides) -> TrainConfig:
+    if hardware not in HARDWARE:
+        raise ValueError(f"unknown hardware {hardware!r}; choose from {sorted(HARDWARE)}")
+    spec = _preset(preset)
+    hw = {k: v for k, v in HARDWARE[hardware].items() if v is not None}
+    if hardware == "smoke":
+        spec["data"] = SMOKE_DATA[spec["task"]]
+    spec.update(hw)
+    spec.setdefault("per_device_batch", spec["batch_size"])
+    spec.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(preset=preset, hardware=hardware, **spec)
+
+
+# ---------------------------------------------------------------- parameter counts and memory
+
+ARCHITECTURES = {  # published configs of the real models, for counting/estimating without a download
+    "sabia-7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                     num_attention_heads=32, num_key_value_heads=32, vocab_size=32000),
+    "zephyr-7b-beta": dict(model_type="mistral", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                           num_attention_heads=32, num_key_value_heads=8, vocab_size=32000),
+}
+
+
+def meta_model(model: str):
+    """The real architecture on the meta device: shapes only, no weights, no download."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    spec = dict(ARCHITECTURES[model])
+    config = AutoConfig.for_model(spec.pop("model_type"), **spec)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def lora_config(cfg: TrainConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_targets), bias="none", task_type="CAUSAL_LM")
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def lora_parameter_count(cfg: TrainConfig) -> int:
+    from peft import get_peft_model
+
+    return count_parameters(get_peft_model(meta_model(cfg.model), lora_config(cfg)))[0]
+
+
+def estimate_memory_gb(n_params: int, vocab: int, hidden: int, layers: int, lora_params: int, batch: int,
+                       seq_len: int, gradient_checkpointing: bool, optimizer_bytes: float = 8.0,
+                       compute_bytes: int = 2, overhead_gb: float = 1.0) -> dict:
+    """Rough peak GPU memory of QLoRA training, in GB (1e9 bytes). Assumptions:
+
+    - base weights in 4-bit NF4 (0.5 B/param) plus double-quantised constants (~0.127 bit/param); the input
+      embedding and LM head stay in the compute dtype;
+    - LoRA weights and their gradients in fp32 (8 B/param) plus optimizer state: 8 B/param for 32-bit AdamW,
+      2 B/param for 8-bit AdamW;
+    - activations with a memory-efficient attention kernel (no seq^2 term): ~34 * hidden bytes per token per layer
+      in 16-bit (Korthikanti et al. 2022); with gradient checkpointing, 2 * hidden bytes per token per layer kept
+      plus one layer recomputed in full;
+    - logits in fp32 for the loss, plus their gradient: 2 * 4 * vocab bytes per token;
+    - `overhead_gb` for the CUDA context, allocator fragmentation and temporary buffers.
+    """
+    embed = 2 * vocab * hidden
+    weights = (n_params - embed) * (0.5 + 0.127 / 8) + embed * compute_bytes
+    lora = lora_params * (8 + optimizer_bytes)
+    tokens = batch * seq_len
+    per_layer = 34 * hidden * tokens * compute_bytes / 2
+    activations = (layers * 2 * hidden * tokens + per_layer) if gradient_checkpointing else layers * per_layer
+    logits = 2 * 4 * vocab * tokens
+    parts = {"weights": weights, "lora_and_optimizer": lora, "activations": activations, "logits": logits}
+    gb = {k: round(v / 1e9, 2) for k, v in parts.items()}
+    gb["overhead"] = overhead_gb
+    gb["total"] = round(sum(parts.values()) / 1e9 + overhead_gb, 2)
+    return gb
+
+
+def memory_estimate(cfg: TrainConfig) -> dict:
+    """Estimate for a preset on its hardware (real architectures only), with a warning past the budget."""
+    if cfg.model not in ARCHITECTURES:
+        return {"total": None, "note": f"no architecture card for {cfg.model!r} (CPU smoke run: RAM is not the limit)"}
+    spec = ARCHITECTURES[cfg.model]
+    net = meta_model(cfg.model)
+    estimate = estimate_memory_gb(
+        n_params=count_parameters(net)[1], vocab=spec["vocab_size"], hidden=spec["hidden_size"],
+        layers=spec["num_hidden_layers"], lora_params=lora_parameter_count(cfg), batch=cfg.per_device_batch,
+        seq_len=cfg.max_length, gradient_checkpointing=cfg.gradient_checkpointing,
+        optimizer_bytes=2.0 if "8bit" in cfg.optimizer else 8.0)
+    estimate["budget"] = cfg.memory_gb
+    estimate["fits"] = estimate["total"] <= cfg.memory_gb
+    if not estimate["fits"]:
+        estimate["warning"] = (f"estimated {estimate['total']} GB exceeds the {cfg.memory_gb} GB of {cfg.hardware}: "
+                               f"lower per_device_batch or max_length, or enable gradient checkpointing")
+    return estimate
+
+
+# ---------------------------------------------------------------- data
+
+def load_task_data(cfg: TrainConfig, source: str | None = None) -> tuple[datasets.DatasetDict, data.ValidationReport]:
+    """Validated train/validation splits for the preset's task (Canarim gets a seeded hold-out)."""
+    from lib import paths
+
+    source = paths.resolve_source(source or cfg.data)
+    if cfg.task == "canarim":
+        raw, report = data.load(source, "canarim")
+        n_val = cfg.validation_rows or 0.1
+        splits = data.holdout_split(raw["train"], n_val, cfg.seed)
+        if cfg.train_rows:
+            splits["train"] = splits["train"].select(range(min(cfg.train_rows, len(splits["train"]))))
+        return splits, report
+    raw, report = data.load(source, "cosmos_qa_pt", splits=["train", "validation"])
+    for split, n in (("train", cfg.train_rows), ("validation", cfg.validation_rows)):
+        if n:
+            raw[split] = raw[split].select(range(min(n, len(raw[split]))))
+    return raw, report
+
+
+def prepare_pad_token(tokenizer) -> str:
+    """A pad token distinct from EOS, so padding can never hide the EOS the model must learn to emit."""
+    if tokenizer.pad_token is not None and tokenizer.pad_token != tokenizer.eos_token:
+        return tokenizer.pad_token
+    for candidate in (tokenizer.unk_token, "<|endoftext|>", "<pad>"):
+        if candidate and candidate != tokenizer.eos_token and candidate in tokenizer.get_vocab():
+            tokenizer.pad_token = candidate
+            return candidate
+    raise ValueError("no token other than EOS can pad; add a <pad> token to the tokenizer")
+
+
+def training_examples(ds: datasets.Dataset, cfg: TrainConfig, tokenizer) -> datasets.Dataset:
+    """prompt/completion rows, rendered by the same `lib.prompts` functions inference uses."""
+    if cfg.task == "canarim":
+        rows = [prompts.format_alpaca_pt(r, tokenizer) for r in ds]
+        return datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    return datasets.Dataset.from_list([prompts.cosmos_training_example(r) for r in ds])
+
+
+def token_length(example: dict, tokenizer) -> int:
+    if isinstance(example["prompt"], list):
+        return len(tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=True))
+    return len(tokenizer(example["prompt"] + example["completion"])["input_ids"])
+
+
+def drop_overlong(ds: datasets.Dataset, tokenizer, max_length: int) -> tuple[datasets.Dataset, dict]:
+    """Remove examples longer than max_length (truncation would cut the answer and its EOS) and report them."""
+    lengths = [token_length(ex, tokenizer) for ex in ds]
+    keep = [i for i, n in enumerate(lengths) if n <= max_length]
+    over = [n for n in lengths if n > max_length]
+    report = {"examples": len(lengths), "over_max_length": len(over), "tokens_over": sum(n - max_length for n in over),
+              "longest": max(lengths, default=0), "max_length": max_length, "kept": len(keep)}
+    return ds.select(keep), report
+
+
+# ---------------------------------------------------------------- training
+
+class UsefulTokenCounter:
+    """Wraps a collator and counts real vs padded tokens in the batches it builds."""
+
+    def __init__(self, collator):
+        self.collator, self.real, self.total = collator, 0, 0
+
+    def __call__(self, examples):
+        batch = self.collator(examples)
+        mask = batch.get("attention_mask")
+        if mask is not None:
+            self.real += int(mask.sum())
+            self.total += int(mask.numel())
+        else:  # padding-free batches carry no padding
+            n = int(batch["input_ids"].numel())
+            self.real, self.total = self.real + n, self.total + n
+        return batch
+
+    @property
+    def useful_fraction(self) -> float:
+        return self.real / self.total if self.total else float("nan")
+
+
+def sft_config(cfg: TrainConfig, output_dir: str | Path, has_eval: bool = True, pad_to_max: bool = False):
+    from trl import SFTConfig
+
+    gpu = torch.cuda.is_available()
+    bf16 = gpu and torch.cuda.is_bf16_supported()
+    return SFTConfig(
+        output_dir=str(output_dir), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_batch, per_device_eval_batch_size=cfg.per_device_batch,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.scheduler, warmup_steps=cfg.warmup_steps, optim=cfg.optimizer,
+        gradient_checkpointing=cfg.gradient_checkpointing, bf16=bf16, fp16=gpu and not bf16, use_cpu=not gpu,
+        max_length=None if pad_to_max else cfg.max_length, completion_only_loss=True,
+        # batches of similar lengths: little padding without packing (which needs flash-attention to be exact)
+        train_sampling_strategy="random" if pad_to_max else "group_by_length",
+        eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval_steps, save_strategy="steps",
+        save_steps=cfg.save_steps, save_total_limit=2, logging_steps=cfg.logging_steps, report_to="none",
+        seed=cfg.seed, data_seed=cfg.seed, load_best_model_at_end=cfg.early_stopping_patience is not None,
+        metric_for_best_model="eval_loss" if cfg.early_stopping_patience is not None else None,
+        dataloader_num_workers=0, disable_tqdm=False)
+
+
+def build_trainer(cfg: TrainConfig, train_ds, eval_ds, output_dir: str | Path, pad_to_max: bool = False,
+                  model=None, tokenizer=None):
+    """SFTTrainer on the 4-bit base with LoRA; `pad_to_max` reproduces the prior work's batching (for the bench)."""
+    from peft import prepare_model_for_kbit_training
+    from transformers import EarlyStoppingCallback
+    from trl import SFTTrainer
+
+    tokenizer = tokenizer or models.load_tokenizer(cfg.model)
+    prepare_pad_token(tokenizer)
+    if model is None:
+        model = models.load_model(cfg.model, quantize_4bit=True)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    args = sft_config(cfg, output_dir, has_eval=eval_ds is not None and len(eval_ds) > 0, pad_to_max=pad_to_max)
+    callbacks = ([EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else [])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                         processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=callbacks)
+    trainer.data_collator = UsefulTokenCounter(trainer.data_collator)
+    if pad_to_max:
+        trainer.data_collator.collator.pad_to_multiple_of = cfg.max_length  # every batch padded to max_length
+    if not torch.cuda.is_available():  # TRL keeps QLoRA adapters in bf16; CPUs run fp32 4-8x faster
+        for param in trainer.model.parameters():
+            if param.requires_grad:
+                param.data = param.data.float()
+    return trainer
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+
+
+def versions() -> dict:
+    import peft
+    import transformers
+    import trl
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
+            "peft": peft.__version__, "datasets": datasets.__version__}
+
+
+def dataset_hash(ds: datasets.Dataset) -> str:
+    digest = hashlib.sha256()
+    for row in ds:
+        digest.update(json.dumps(row, ensure_ascii=False, sort_keys=True).encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, merge: bool = False) -> dict:
+    """Load + validate + render data, train (resuming from the last checkpoint), save the final adapter."""
+    output_dir = Path(output_dir)
+    splits, report = load_task_data(cfg, source)
+    tokenizer = models.load_tokenizer(cfg.model)
+    prepare_pad_token(tokenizer)
+    train_ds, train_len = drop_overlong(training_examples(splits["train"], cfg, tokenizer), tokenizer, cfg.max_length)
+    eval_ds, eval_len = drop_overlong(training_examples(splits["validation"], cfg, tokenizer), tokenizer,
+                                      cfg.max_length)
+    trainer = build_trainer(cfg, train_ds, eval_ds, output_dir, tokenizer=tokenizer)
+    resume = last_checkpoint(output_dir)
+    print(f"[train] {cfg.preset}/{cfg.hardware}: {len(train_ds)} train, {len(eval_ds)} validation examples; "
+          f"trainable parameters {count_parameters(trainer.model)[0]:,}; "
+          + (f"resuming from {resume}" if resume else "starting fresh"), flush=True)
+    trainer.train(resume_from_checkpoint=resume)
+    final = output_dir / "final_adapter"
+    trainer.save_model(str(final))
+    tokenizer.save_pretrained(str(final))
+    summary = {
+        "preset": cfg.preset, "hardware": cfg.hardware, "config": asdict(cfg), "model": cfg.model,
+        "data": cfg.data if source is None else source, "train_data_hash": dataset_hash(splits["train"]),
+        "rejected_rows": report.n_rejected, "truncation": {"train": train_len, "validation": eval_len},
+        "trainable_parameters": count_parameters(trainer.model)[0], "resumed_from": resume,
+        "global_step": trainer.state.global_step, "useful_token_fraction": trainer.data_collator.useful_fraction,
+        "log_history": trainer.state.log_history, "versions": versions(),
+    }
+    (final / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    if merge:
+        summary["merged"] = str(merge_adapter(cfg.model, final, output_dir / "merged"))
+    return summary
+
+
+def merge_adapter(model: str, adapter: str | Path, out_dir: str | Path) -> Path:
+    """Merge into the full-precision base (merging into a 4-bit base silently loses the adapter)."""
+    from peft import PeftModel
+
+    base = models.load_model(model, quantize_4bit=False)
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    merged.save_pretrained(str(out_dir))
+    models.load_tokenizer(model).save_pretrained(str(out_dir))
+    return Path(out_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="QLoRA fine-tuning (resumes from the last checkpoint).")
+    parser.add_argument("--preset", required=True, choices=sorted(PRESETS))
+    parser.add_argument("--hardware", default="smoke", choices=sorted(HARDWARE))
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--source", help="override the preset's data source")
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--save-steps", type=int)
+    parser.add_argument("--eval-steps", type=int)
+    parser.add_argument("--train-rows", type=int)
+    parser.add_argument("--model")
+    args = parser.parse_args(argv)
+    cfg = config_for(args.preset, args.hardware, max_steps=args.max_steps, save_steps=args.save_steps,
+                     eval_steps=args.eval_steps, train_rows=args.train_rows, model=args.model)
+    summary = train(cfg, args.output_dir, args.source)
+    print(json.dumps({k: summary[k] for k in ("global_step", "resumed_from", "trainable_parameters")}))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

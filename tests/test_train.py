@@ -1,0 +1,116 @@
+import pytest
+
+from lib import evaluate, models, prompts, synthetic, train
+
+
+# ---------------------------------------------------------------- presets on the real architectures (meta device)
+
+def test_sabia_preset_reproduces_the_prior_trainable_parameter_count():
+    assert train.lora_parameter_count(train.config_for("sabia-canarim")) == 25_165_824
+
+
+def test_zephyr_presets_parameter_counts():
+    assert train.lora_parameter_count(train.config_for("zephyr-cosmosqa")) == 32 * (
+        2 * 16 * (4096 + 4096) + 2 * 16 * (4096 + 1024) + 2 * 16 * (4096 + 14336))
+    v2 = train.config_for("zephyr-cosmosqa-v2")
+    assert v2.lora_r == 32 and v2.epochs == 3 and v2.learning_rate == 4e-5  # inherits the rest
+    assert train.lora_parameter_count(v2) == 2 * train.lora_parameter_count(train.config_for("zephyr-cosmosqa"))
+
+
+def test_hardware_variants_keep_the_effective_batch():
+    a100 = train.config_for("zephyr-cosmosqa", "colab-a100")
+    rtx = train.config_for("zephyr-cosmosqa", "rtx3090")
+    assert a100.per_device_batch * a100.grad_accum == rtx.per_device_batch * rtx.grad_accum == 32
+    assert rtx.gradient_checkpointing and "8bit" in rtx.optimizer
+    smoke = train.config_for("zephyr-cosmosqa", "smoke")
+    assert smoke.model == "embedded" and smoke.data == "data/processed/synthetic_mc"
+    with pytest.raises(ValueError, match="unknown preset"):
+        train.config_for("nope")
+
+
+# ---------------------------------------------------------------- memory estimator
+
+def test_memory_estimator_on_known_cases():
+    rtx = train.memory_estimate(train.config_for("zephyr-cosmosqa", "rtx3090"))
+    assert 3.5 < rtx["weights"] < 5.0  # 7.2B parameters in 4-bit, embeddings in 16-bit
+    assert rtx["fits"] and rtx["total"] < 24
+    # The same batch without checkpointing on a 24 GB card: the estimator must warn.
+    no_ckpt = train.memory_estimate(train.config_for("zephyr-cosmosqa", "rtx3090", per_device_batch=16,
+                                                     gradient_checkpointing=False))
+    assert not no_ckpt["fits"] and "exceeds" in no_ckpt["warning"]
+    base = dict(n_params=7_000_000_000, vocab=32000, hidden=4096, layers=32, lora_params=20_000_000, batch=4,
+                seq_len=512)
+    with_ckpt = train.estimate_memory_gb(**base, gradient_checkpointing=True)
+    without = train.estimate_memory_gb(**base, gradient_checkpointing=False)
+    assert with_ckpt["activations"] < without["activations"] and with_ckpt["weights"] == without["weights"]
+    assert train.estimate_memory_gb(**{**base, "batch": 8}, gradient_checkpointing=False)["activations"] == \
+        pytest.approx(2 * without["activations"], rel=0.01)
+    assert train.memory_estimate(train.config_for("zephyr-cosmosqa", "smoke"))["total"] is None
+
+
+# ---------------------------------------------------------------- a real collated batch
+
+@pytest.fixture(scope="module")
+def trainers(tmp_path_factory):
+    """A real SFTTrainer (4-bit embedded model + LoRA) per task, on 4 examples."""
+    sources = {"sabia-canarim": lambda cfg: train.load_task_data(cfg)[0]["train"],
+               "zephyr-cosmosqa": lambda cfg: synthetic.generate(seed=2, sizes={"train": 4})["train"]}
+    out = {}
+    for preset, rows_for in sources.items():
+        cfg = train.config_for(preset, "smoke", per_device_batch=4, eval_steps=1000, save_steps=1000)
+        rows = rows_for(cfg).select(range(4))
+        tokenizer = models.load_tokenizer(cfg.model)
+        train.prepare_pad_token(tokenizer)
+        examples = train.training_examples(rows, cfg, tokenizer)
+        trainer = train.build_trainer(cfg, examples, None, tmp_path_factory.mktemp(preset), tokenizer=tokenizer)
+        out[preset] = (trainer, tokenizer, rows)
+    return out
+
+
+def _batch(trainer):
+    return trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+
+
+def test_canarim_batch_supervises_only_the_completion_and_keeps_eos(trainers):
+    trainer, tokenizer, rows = trainers["sabia-canarim"]
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    batch = _batch(trainer)
+    for i, row in enumerate(rows):
+        formatted = prompts.format_alpaca_pt(row, tokenizer)
+        n_prompt = len(tokenizer(formatted["prompt"])["input_ids"])
+        labels, ids, mask = batch["labels"][i].tolist(), batch["input_ids"][i].tolist(), batch["attention_mask"][i]
+        real = int(mask.sum())
+        assert all(l == -100 for l in labels[:n_prompt]), "prompt tokens must not be supervised"
+        supervised = [l for l in labels if l != -100]
+        assert supervised and supervised[-1] == tokenizer.eos_token_id, "the last supervised label is EOS"
+        assert all(l == -100 for l in labels[real:]), "padding must not be supervised"
+        assert ids[:real].count(tokenizer.eos_token_id) == supervised.count(tokenizer.eos_token_id) == 1
+        # Training sees exactly the text inference renders (lib.prompts), tokenized the same way.
+        assert ids[:real] == tokenizer(formatted["text"])["input_ids"]
+
+
+def test_cosmos_batch_matches_the_inference_rendering(trainers):
+    trainer, tokenizer, rows = trainers["zephyr-cosmosqa"]
+    batch = _batch(trainer)
+    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    for i, row in enumerate(rows):
+        rendered = prompts.render_cosmos(row, tokenizer)
+        real = int(batch["attention_mask"][i].sum())
+        ids, labels = batch["input_ids"][i].tolist()[:real], batch["labels"][i].tolist()
+        assert ids == tokenizer(rendered["text"], add_special_tokens=False)["input_ids"]
+        n_prompt = len(tokenizer(rendered["prompt"], add_special_tokens=False)["input_ids"])
+        assert all(l == -100 for l in labels[:n_prompt])
+        supervised = tokenizer.decode([l for l in labels if l != -100])
+        assert supervised.startswith(f"Alternativa {row['Label']}") and end_of_turn in labels
+        assert all(l == -100 for l in labels[real:])
+        # the letters scorer reads the answer at exactly the position training supervises
+        prefix, letter_ids = evaluate.letter_tokens(tokenizer, rendered["prompt"])
+        assert ids[:len(prefix)] == prefix and labels[len(prefix)] == letter_ids["ABCD".index(row["Label"])]
+
+
+def test_overlong_examples_are_dropped_and_reported(trainers):
+    _, tokenizer, rows = trainers["sabia-canarim"]
+    cfg = train.config_for("sabia-canarim", "smoke")
+    examples = train.training_examples(rows, cfg, tokenizer)
+    kept, report = train.drop_overlong(examples, tokenizer, max_length=40)
+    assert report["examples"] == 4 and report["over_max_length"] == 4 - len(kept) and report["tokens_over"] > 0
