@@ -400,10 +400,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save-steps", type=int)
     parser.add_argument("--eval-steps", type=int)
     parser.add_argument("--train-rows", type=int)
+    parser.add_argument("--validation-rows", type=int)
+    parser.add_argument("--batch-size", type=int, help="effective batch (per-device batch x accumulation)")
+    parser.add_argument("--per-device-batch", type=int)
     parser.add_argument("--model")
     args = parser.parse_args(argv)
     cfg = config_for(args.preset, args.hardware, max_steps=args.max_steps, save_steps=args.save_steps,
-                     eval_steps=args.eval_steps, train_rows=args.train_rows, model=args.model)
+                     eval_steps=args.eval_steps, train_rows=args.train_rows, validation_rows=args.validation_rows,
+                     batch_size=args.batch_size, per_device_batch=args.per_device_batch, model=args.model)
     summary = train(cfg, args.output_dir, args.source)
     print(json.dumps({k: summary[k] for k in ("global_step", "resumed_from", "trainable_parameters")}))
 

@@ -114,3 +114,43 @@ def test_overlong_examples_are_dropped_and_reported(trainers):
     examples = train.training_examples(rows, cfg, tokenizer)
     kept, report = train.drop_overlong(examples, tokenizer, max_length=40)
     assert report["examples"] == 4 and report["over_max_length"] == 4 - len(kept) and report["tokens_over"] > 0
+
+
+def test_training_killed_after_a_checkpoint_resumes_and_ends_at_the_planned_step(tmp_path):
+    """SIGKILL a real training run after its first checkpoint, rerun the same command, check the continuation."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lib import data, paths
+
+    source = tmp_path / "mc"
+    source.mkdir()
+    for split, ds in synthetic.generate(seed=7, sizes={"train": 12, "validation": 2}).items():
+        data.write_jsonl(ds, source / f"{split}.jsonl")
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "lib.train", "--preset", "zephyr-cosmosqa", "--hardware", "smoke",
+               "--model", "embedded-small", "--source", str(source), "--output-dir", str(out), "--max-steps", "4",
+               "--save-steps", "2", "--eval-steps", "100", "--batch-size", "2", "--per-device-batch", "2"]
+    process = subprocess.Popen(command, cwd=paths.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while not (out / "checkpoint-2" / "trainer_state.json").exists() and time.monotonic() < deadline:
+        assert process.poll() is None, "training ended before it could be killed"
+        time.sleep(0.5)
+    time.sleep(1.0)  # let the checkpoint finish writing (its files are written before trainer_state.json)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "final_adapter").exists() and train.last_checkpoint(out).endswith("checkpoint-2")
+    result = subprocess.run(command, cwd=paths.ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "final_adapter" / "training_summary.json").read_text())
+    assert summary["resumed_from"].endswith("checkpoint-2") and summary["global_step"] == 4
+    steps = [entry["step"] for entry in summary["log_history"] if "loss" in entry]
+    assert steps == [1, 2, 3, 4]  # continuous: no step lost, none repeated
+    for name in ("optimizer.pt", "scheduler.pt", "adapter_model.safetensors"):
+        assert (out / "checkpoint-4" / name).exists(), name
+    assert any(p.name.startswith("rng_state") for p in (out / "checkpoint-4").iterdir())
+    assert (out / "final_adapter" / "adapter_config.json").exists()

@@ -239,3 +239,15 @@ def test_local_backend_on_the_embedded_model(tmp_path):
     report = translate.quality_report({"train": data.to_dataset(rows, data.COSMOS_EN)}, translator)
     assert report["done"] + report["failed"] == 2 and report["pending"] == 0
     assert sum(report["attempts_histogram"].values()) == 2
+
+
+def test_bad_source_rows_are_reported_and_never_sent(tmp_path):
+    source = tmp_path / "en.jsonl"
+    bad = {**row(2), "label": 9}
+    source.write_text("\n".join([json.dumps(row(1)), "{oops", json.dumps(bad), json.dumps(row(3))]) + "\n")
+    with ChatServer() as server:
+        backend = translate.OpenAIBackend("m", base_url=server.base_url)
+        portuguese, _, report, *_ = translate.translate_dataset(str(source), tmp_path / "out", backend, progress=False)
+    assert {r["context"] for r in server.requests} == {row(1)["context"], row(3)["context"]}
+    assert [r.location for r in report.rejects] == ["line 2", "line 3"]
+    assert portuguese["train"]["id"] == ["r1", "r3"]
