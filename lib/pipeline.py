@@ -18,8 +18,11 @@ from lib import paths
 
 PROFILES: dict[str, dict[str, dict]] = {
     # notebook-number -> parameter overrides; notebook defaults are already the smoke settings
-    "smoke": {},
-    "full": {
+    "smoke": {  # notebook defaults are the smoke settings; evaluate the adapters that 04 and 05 trained
+        "06": {"adapter": "{results}/05_qlora_cosmos_qa/adapter/final_adapter"},
+        "07": {"adapter": "{results}/04_qlora_canarim/adapter/final_adapter"},
+    },
+    "full": {  # real models; adapters from 04/05 are evaluated by passing -p adapter PATH to 06/07
         "01": {"source": "allenai/cosmos_qa", "backend": "openai", "model": "gpt-4o-mini", "limit": None,
                "workers": 16, "max_retries": 5, "max_new_tokens": None},
         "02": {"model": "sabia-7b", "source": "dominguesm/Canarim-Instruct-PTBR-Dataset", "limit": 28_500,
@@ -41,10 +44,18 @@ def parameters_for(notebook: Path, profile: str, overrides: dict | None = None,
                    results_root: Path = paths.RESULTS) -> dict:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    """Profile settings, then `overrides`: plain keys for every notebook, {"06": {...}} for one notebook.
+
+    "{results}" in a string value stands for `results_root/<profile>` (where earlier notebooks wrote).
+    """
+    number = notebook.stem[:2]
+    overrides = overrides or {}
     params = {"profile": profile, "output_dir": str(results_root / profile / notebook.stem)}
-    params.update(PROFILES[profile].get(notebook.stem[:2], {}))
-    params.update(overrides or {})
-    return params
+    params.update(PROFILES[profile].get(number, {}))
+    params.update({k: v for k, v in overrides.items() if not (k[:2].isdigit() and isinstance(v, dict))})
+    params.update(overrides.get(number, {}))
+    results = str(results_root / profile)
+    return {k: v.replace("{results}", results) if isinstance(v, str) else v for k, v in params.items()}
 
 
 def run(profile: str = "smoke", only: list[str] | None = None, overrides: dict | None = None,

@@ -124,3 +124,19 @@ def instruction_report(runs: dict[str, dict], path: str | Path, title: str) -> P
     a.legend(fontsize=8)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def loss_curves(log_history: list[dict], path: str | Path, title: str) -> Path:
+    """Training loss per logged step and evaluation loss, from `trainer.state.log_history`."""
+    train_points = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    eval_points = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    if train_points:
+        ax.plot(*zip(*train_points), label="train loss", color="#4C72B0")
+    if eval_points:
+        ax.plot(*zip(*eval_points), "o-", label="eval loss", color="#C44E52")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (completion tokens)")
+    ax.set_title(title)
+    ax.legend()
+    return _save(fig, path)

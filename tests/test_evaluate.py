@@ -179,7 +179,7 @@ def test_notebook_06_evaluates_valid_rows_and_reports_rejected_ones(tmp_path):
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "results"
     pipeline.run("smoke", only=["06"], results_root=out, overrides={
-        "data": str(source), "split": "train", "generate_limit": 0, "sample_data": None, "train_data": None,
+        "adapter": None, "data": str(source), "split": "train", "generate_limit": 0, "sample_data": None, "train_data": None,
         "load_in_4bit": False})
     folder = out / "smoke" / "06_accuracy_analysis"
     metrics = json.loads((folder / "metrics.json").read_text())

@@ -7,7 +7,10 @@ import pytest
 from lib import paths, pipeline
 
 NOTEBOOKS = pipeline.notebooks()
-EXPECTED = {"01_translate_cosmos_qa", "02_format_canarim_prompts", "03_format_cosmos_qa_prompts"}
+EXPECTED = {"01_translate_cosmos_qa", "02_format_canarim_prompts", "03_format_cosmos_qa_prompts", "04_qlora_canarim",
+            "05_qlora_cosmos_qa", "06_accuracy_analysis", "07_instruction_following_eval"}
+# The whole chain, with the CPU-heavy parts cut down: 2 training steps, fewer evaluation questions.
+QUICK = {"max_steps": 2, "06": {"limit": 24, "generate_limit": 4}, "07": {"limit": 4, "max_new_tokens": 16}}
 
 
 def test_the_chain_notebooks_exist_in_number_order():
@@ -36,13 +39,20 @@ def test_notebook_has_a_parameters_cell_and_uses_lib(path):
 
 def test_every_notebook_runs_headless_in_the_smoke_profile(tmp_path):
     """The real `make pipeline` path: papermill over every notebook on the embedded model."""
-    executed = pipeline.run("smoke", results_root=tmp_path)
+    executed = pipeline.run("smoke", results_root=tmp_path, overrides=QUICK)
     assert [p.stem for p in executed] == [p.stem for p in NOTEBOOKS]
     for stem in EXPECTED:
         out = tmp_path / "smoke" / stem
         metrics = json.loads((out / "metrics.json").read_text())
-        assert metrics["rejected_rows"] == 0 and metrics["model"] == "embedded"
-        assert list(out.glob("*.png")) and (out / "rejects.jsonl").exists()
+        assert metrics["rejected_rows"] == 0 and metrics["model"] == "embedded", stem
+        assert list(out.glob("*.png")), stem
+    for stem in ("04_qlora_canarim", "05_qlora_cosmos_qa"):
+        metrics = json.loads((tmp_path / "smoke" / stem / "metrics.json").read_text())
+        assert metrics["global_step"] == 2 and (tmp_path / "smoke" / stem / "adapter" / "final_adapter").is_dir()
+    # 06 and 07 evaluated the adapters 05 and 04 trained, against their base models
+    for stem in ("06_accuracy_analysis", "07_instruction_following_eval"):
+        comparison = json.loads((tmp_path / "smoke" / stem / "comparison.json").read_text())
+        assert comparison["n"] > 0 and "final_adapter" in json.dumps(comparison), stem
     canarim = json.loads((tmp_path / "smoke" / "02_format_canarim_prompts" / "metrics.json").read_text())
     assert canarim["token_lengths"]["train"]["n"] == canarim["splits"]["train"] > 0
     assert (paths.PROCESSED / "canarim_alpaca_pt" / "train.jsonl").exists()
@@ -71,4 +81,12 @@ def test_a_failing_notebook_stops_the_run_and_names_the_cell(tmp_path, capsys):
 def test_profiles_only_override_known_notebooks():
     numbers = {p.stem[:2] for p in NOTEBOOKS}
     for profile, overrides in pipeline.PROFILES.items():
-        assert set(overrides) <= numbers | {"01", "04", "05", "06", "07", "08"}, profile
+        assert set(overrides) <= numbers | {"08"}, profile
+
+
+def test_per_notebook_overrides_and_results_placeholder(tmp_path):
+    nb = pipeline.notebooks(["06"])[0]
+    params = pipeline.parameters_for(nb, "smoke", {"limit": 3, "06": {"mode": "options"}, "07": {"limit": 9}},
+                                     results_root=tmp_path)
+    assert params["limit"] == 3 and params["mode"] == "options"
+    assert params["adapter"] == str(tmp_path / "smoke" / "05_qlora_cosmos_qa" / "adapter" / "final_adapter")
