@@ -31,8 +31,10 @@ def test_notebook_has_a_parameters_cell_and_uses_lib(path):
     nb = nbformat.read(path, as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
-    for name in ("profile", "model", "source", "limit", "output_dir"):
-        assert f"\n{name} = " in "\n" + tagged[0].source, f"{path.name}: parameter {name!r} missing"
+    source = "\n" + tagged[0].source
+    for name in ("profile", "model", "limit", "output_dir"):
+        assert f"\n{name} = " in source, f"{path.name}: parameter {name!r} missing"
+    assert "\nsource = " in source or "\ndata = " in source, f"{path.name}: no data-source parameter"
     assert any("from lib import" in c.source for c in nb.cells if c.cell_type == "code")
     assert nb.cells[0].cell_type == "markdown"
 
