@@ -177,6 +177,8 @@ class LocalBackend:
         self.torch = torch
         self.tokenizer = models.load_tokenizer(model)
         self.tokenizer.padding_side = "left"  # decoder-only batches are padded on the left
+        if self.tokenizer.pad_token is None:  # e.g. LLaMA tokenizers; only batching needs it here
+            self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = models.load_model(model).eval()
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         self.stop_ids = [i for i in {self.tokenizer.eos_token_id,
