@@ -170,30 +170,19 @@ class LocalBackend:
     """A causal LM from `lib.models` (the embedded model on CPU, any Hub id on a GPU), batched greedy decoding."""
 
     def __init__(self, model: str = "embedded", batch_size: int = 4, max_new_tokens: int | None = None):
-        import torch
+        from lib import evaluate
 
-        from lib import models
-
-        self.torch = torch
-        self.tokenizer = models.load_tokenizer(model)
-        self.tokenizer.padding_side = "left"  # decoder-only batches are padded on the left
-        if self.tokenizer.pad_token is None:  # e.g. LLaMA tokenizers; only batching needs it here
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = models.load_model(model).eval()
+        self.evaluate = evaluate  # loading, padding and stopping exactly as the evaluators do
+        self.model, self.tokenizer = evaluate.load_for_eval(model)
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
-        self.stop_ids = [i for i in {self.tokenizer.eos_token_id,
-                                     self.tokenizer.convert_tokens_to_ids("<end_of_turn>")} if isinstance(i, int)]
 
     def complete_batch(self, batch: list[list[dict]]) -> list[str]:
         texts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in batch]
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         # A translation is about as long as its source: budget 1.5x the user turn plus the JSON keys.
         budget = self.max_new_tokens or int(1.5 * max(len(self.tokenizer(m[-1]["content"])["input_ids"])
                                                       for m in batch)) + 48
-        with self.torch.no_grad():
-            out = self.model.generate(**enc, max_new_tokens=budget, do_sample=False, eos_token_id=self.stop_ids,
-                                      pad_token_id=self.tokenizer.pad_token_id)
-        return self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        generations = self.evaluate.generate(self.model, self.tokenizer, texts, budget, batch_size=len(batch))
+        return [g["text"] for g in generations]
 
 
 # ---------------------------------------------------------------- cache and ledger
