@@ -21,6 +21,7 @@ $(STAMP): requirements.txt
 
 pipeline: $(STAMP)
 	$(PY) -m lib.pipeline --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))
+	$(if $(filter smoke,$(PROFILE)),$(PY) -m lib.report smoke)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

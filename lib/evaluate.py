@@ -73,8 +73,10 @@ def _left_padded(tokenizer, sequences: list[list[int]], device) -> dict:
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": positions.to(device)}
 
 
-def _encode(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]  # rendered prompts carry their own BOS
+def encode(tokenizer, text: str, plain_text: bool = False) -> list[int]:
+    """Token ids exactly as TRL tokenized the training text: a rendered chat template carries its own BOS, while a
+    plain-text prompt (Alpaca-PT) gets the tokenizer's special tokens (Gemma's / LLaMA's BOS)."""
+    return tokenizer(text, add_special_tokens=plain_text)["input_ids"]
 
 
 # ---------------------------------------------------------------- multiple choice: letters
@@ -85,7 +87,7 @@ def letter_tokens(tokenizer, prompt: str) -> tuple[list[int], list[int]]:
     Tokenizing the four full answers and splitting at their common prefix handles both tokenizers that glue the
     space to the letter (` B`) and those that do not (`B`), exactly as training tokenized the target.
     """
-    encoded = [_encode(tokenizer, prompt + prompts.ANSWER_PREFIX + letter) for letter in LETTERS]
+    encoded = [encode(tokenizer, prompt + prompts.ANSWER_PREFIX + letter) for letter in LETTERS]
     common = 0
     while all(len(e) > common for e in encoded) and len({e[common] for e in encoded}) == 1:
         common += 1
@@ -114,14 +116,15 @@ def score_letters(model, tokenizer, rows: list[dict], batch_size: int = 16) -> l
 # ---------------------------------------------------------------- multiple choice: options (lm-eval style)
 
 @torch.no_grad()
-def continuation_logprobs(model, tokenizer, pairs: list[tuple[str, str]],
-                          batch_size: int = 16) -> list[tuple[float, int]]:
-    """(sum of log-probabilities, number of tokens) of each continuation given its context."""
+def continuation_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16,
+                          plain_text: bool = False) -> list[tuple[float, int]]:
+    """(sum of log-probabilities, number of tokens) of each continuation given its context (`plain_text`: see
+    `encode`)."""
     scores = []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
-        contexts = [_encode(tokenizer, c) for c, _ in chunk]
-        fulls = [_encode(tokenizer, c + x) for c, x in chunk]
+        contexts = [encode(tokenizer, c, plain_text) for c, _ in chunk]
+        fulls = [encode(tokenizer, c + x, plain_text) for c, x in chunk]
         # the continuation starts where the context's tokens stop matching (merges at the seam are rare)
         begins = [max(1, next((k for k, (a, b) in enumerate(zip(c, f)) if a != b), len(c)))
                   for c, f in zip(contexts, fulls)]
@@ -155,8 +158,10 @@ def score_options(model, tokenizer, rows: list[dict], batch_size: int = 16) -> l
 # ---------------------------------------------------------------- generation
 
 @torch.no_grad()
-def generate(model, tokenizer, prompt_texts: list[str], max_new_tokens: int, batch_size: int = 8) -> list[dict]:
-    """Greedy, batched (left padding for generation). Per prompt: text, tokens generated, stopped_by_eos."""
+def generate(model, tokenizer, prompt_texts: list[str], max_new_tokens: int, batch_size: int = 8,
+             plain_text: bool = False) -> list[dict]:
+    """Greedy, batched (left padding for generation). Per prompt: text, tokens generated, stopped_by_eos.
+    `plain_text=True` for prompts that are not rendered chat templates (see `encode`)."""
     stops = stop_token_ids(tokenizer)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -164,7 +169,7 @@ def generate(model, tokenizer, prompt_texts: list[str], max_new_tokens: int, bat
     try:
         for start in range(0, len(prompt_texts), batch_size):
             chunk = prompt_texts[start:start + batch_size]
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(_device(model))
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=plain_text).to(_device(model))
             generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
                                        pad_token_id=tokenizer.pad_token_id)[:, enc["input_ids"].shape[1]:]
             for seq in generated.tolist():
@@ -385,9 +390,10 @@ def text_metrics(predictions: list[str], references: list[str]) -> dict:
 
 
 @torch.no_grad()
-def completion_perplexity(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 8) -> float:
+def completion_perplexity(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 8,
+                          plain_text: bool = False) -> float:
     """exp(mean NLL) over the completion tokens only (prompt tokens do not count)."""
-    scores = continuation_logprobs(model, tokenizer, pairs, batch_size)
+    scores = continuation_logprobs(model, tokenizer, pairs, batch_size, plain_text)
     total, count = -sum(s for s, _ in scores), sum(n for _, n in scores)
     return round(math.exp(total / count), 3) if count else float("nan")
 
@@ -396,7 +402,9 @@ def evaluate_instructions(model, tokenizer, rows: list[dict], max_new_tokens: in
                           batch_size: int = 8) -> tuple[dict, list[dict]]:
     """Generate for each Canarim row with the Alpaca-PT prompt; return (metrics, per-row outputs)."""
     formatted = [prompts.format_alpaca_pt(r, tokenizer) for r in rows]
-    generations = generate(model, tokenizer, [f["prompt"] for f in formatted], max_new_tokens, batch_size)
+    # Alpaca-PT prompts are plain text: tokenized with the BOS that training gave them
+    generations = generate(model, tokenizer, [f["prompt"] for f in formatted], max_new_tokens, batch_size,
+                           plain_text=True)
     per_row = []
     for row, gen in zip(rows, generations):
         wanted = requested_items(row["instruction"])
@@ -412,7 +420,7 @@ def evaluate_instructions(model, tokenizer, rows: list[dict], max_new_tokens: in
         "n": len(rows),
         **text_metrics([r["output"] for r in per_row], [r["reference"] for r in per_row]),
         "perplexity": completion_perplexity(model, tokenizer, [(f["prompt"], f["completion"]) for f in formatted],
-                                            batch_size),
+                                            batch_size, plain_text=True),
         "eos_stop_rate": round(float(np.mean([r["stopped_by_eos"] for r in per_row])), 4) if per_row else None,
         **{k: round(float(np.mean([r[k] for r in per_row])), 4) if per_row else None
            for k in ("repeated_4gram_rate", "distinct_1", "distinct_2", "length_ratio")},

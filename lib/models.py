@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import shutil
 import urllib.error
 import urllib.request
@@ -161,16 +162,43 @@ def compute_dtype() -> torch.dtype:
     return torch.float32
 
 
-def bnb_4bit_config():
-    """QLoRA quantization: 4-bit NF4 with double quantization (works on CPU with bitsandbytes >= 0.50)."""
+def bnb_4bit_config(quant_storage: torch.dtype | None = None):
+    """QLoRA quantization: 4-bit NF4 with double quantization (works on CPU with bitsandbytes >= 0.50).
+
+    `quant_storage` is the dtype the packed 4-bit weights are stored in (bitsandbytes' default: uint8). FSDP can
+    only shard floating-point tensors of one dtype per wrapped unit, so under FSDP it must be the dtype of the other
+    parameters (see `FSDP_QUANT_STORAGE`).
+    """
     from transformers import BitsAndBytesConfig
 
+    extra = {} if quant_storage is None else {"bnb_4bit_quant_storage": quant_storage}
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype(),
+        **extra,
     )
+
+
+# Under FSDP the 4-bit weights are packed into fp32: `prepare_model_for_kbit_training` (lib.train) upcasts every
+# non-quantized parameter (norms, embeddings) to fp32, and FSDP flattens all parameters of a decoder layer into one
+# tensor, which needs one dtype ("Must flatten tensors with uniform dtype" otherwise). Same bytes as uint8 storage.
+FSDP_QUANT_STORAGE = torch.float32
+
+
+def distributed_strategy() -> str | None:
+    """"fsdp" or "ddp" when this process is one of several started by `accelerate launch` / torchrun, else None.
+
+    Read from the environment the launcher sets (WORLD_SIZE, ACCELERATE_USE_FSDP), before any process group exists.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    return "fsdp" if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes") else "ddp"
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def load_tokenizer(model: str):
@@ -180,13 +208,27 @@ def load_tokenizer(model: str):
     return AutoTokenizer.from_pretrained(name, **kwargs)
 
 
-def load_model(model: str, quantize_4bit: bool = False, device_map: str | None = None):
-    """Load a causal LM by preset name, hub id or folder; `quantize_4bit` gives the QLoRA NF4 base."""
+def load_model(model: str, quantize_4bit: bool = False, device_map: str | dict | None = None):
+    """Load a causal LM by preset name, hub id or folder; `quantize_4bit` gives the QLoRA NF4 base.
+
+    One process: the whole GPU set ("auto") or the CPU. Several processes (`accelerate launch`, docs/multi_gpu.md):
+    each loads the whole model onto its own GPU, `{"": LOCAL_RANK}` — a 4-bit model split over GPUs cannot be
+    trained data-parallel — and under FSDP stores the 4-bit weights as `FSDP_QUANT_STORAGE` so FSDP can shard them.
+    """
     from transformers import AutoModelForCausalLM
 
     name, kwargs = resolve(model)
+    dtype = compute_dtype()
+    strategy = distributed_strategy()
     if device_map is None:
-        device_map = "auto" if torch.cuda.is_available() else "cpu"
+        if strategy is not None and torch.cuda.is_available():
+            torch.cuda.set_device(local_rank())  # else every rank also opens a CUDA context on GPU 0
+            device_map = {"": local_rank()}
+        else:
+            device_map = "auto" if torch.cuda.is_available() else "cpu"
     if quantize_4bit:
-        kwargs["quantization_config"] = bnb_4bit_config()
-    return AutoModelForCausalLM.from_pretrained(name, dtype=compute_dtype(), device_map=device_map, **kwargs)
+        storage = FSDP_QUANT_STORAGE if strategy == "fsdp" else None
+        kwargs["quantization_config"] = bnb_4bit_config(quant_storage=storage)
+        if storage is not None:  # FSDP-QLoRA: the model's dtype is the 4-bit storage dtype
+            dtype = storage
+    return AutoModelForCausalLM.from_pretrained(name, dtype=dtype, device_map=device_map, **kwargs)

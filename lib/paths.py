@@ -22,6 +22,15 @@ def output_dir(path: str | Path) -> Path:
     return path
 
 
+def relative(path: str | Path) -> str:
+    """`path` relative to the repo root when it lies inside it (committed results must not name one machine)."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(ROOT)) if path.is_absolute() else str(path)
+    except ValueError:
+        return str(path)
+
+
 def resolve_source(source: str) -> str:
     """A repo-relative path (e.g. `data/samples/x.jsonl`) becomes absolute; anything else (a Hub id) is kept."""
     candidate = ROOT / source
@@ -35,3 +44,15 @@ def write_json(obj, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8")
     return path
+
+
+# What every committed metrics.json must say about where its numbers came from (null = not applicable, e.g. no
+# adapter for a base model, no seed for greedy decoding); tests/test_results.py checks the committed files.
+PROVENANCE = ("notebook", "profile", "data", "split", "model", "adapter", "seed")
+
+
+def write_metrics(metrics: dict, path: str | Path) -> Path:
+    missing = [k for k in PROVENANCE if k not in metrics]
+    if missing:
+        raise ValueError(f"{path}: metrics lack the provenance keys {missing} (see lib.paths.PROVENANCE)")
+    return write_json(metrics, path)

@@ -21,12 +21,14 @@ PROFILES: dict[str, dict[str, dict]] = {
     "smoke": {  # notebook defaults are the smoke settings; evaluate the adapters that 04 and 05 trained
         "06": {"adapter": "{results}/05_qlora_cosmos_qa/adapter/final_adapter"},
         "07": {"adapter": "{results}/04_qlora_canarim/adapter/final_adapter"},
+        "08": {"adapter": "{results}/04_qlora_canarim/adapter/final_adapter"},
     },
     "full": {  # real models; adapters from 04/05 are evaluated by passing -p adapter PATH to 06/07
         "01": {"source": "allenai/cosmos_qa", "backend": "openai", "model": "gpt-4o-mini", "limit": None,
                "workers": 16, "max_retries": 5, "max_new_tokens": None},
         "02": {"model": "sabia-7b", "source": "dominguesm/Canarim-Instruct-PTBR-Dataset", "limit": 28_500,
                "max_length": 2048},
+        "08": {"model": "sabia-7b"},  # chat with the 04 adapter: add -p adapter PATH
         "03": {"model": "zephyr-7b-beta", "source": "heloisy/cosmos_qa_ptbr", "limit": None, "max_length": 512},
     },
 }
@@ -50,11 +52,11 @@ def parameters_for(notebook: Path, profile: str, overrides: dict | None = None,
     """
     number = notebook.stem[:2]
     overrides = overrides or {}
-    params = {"profile": profile, "output_dir": str(results_root / profile / notebook.stem)}
+    params = {"profile": profile, "output_dir": paths.relative(results_root / profile / notebook.stem)}
     params.update(PROFILES[profile].get(number, {}))
     params.update({k: v for k, v in overrides.items() if not (k[:2].isdigit() and isinstance(v, dict))})
     params.update(overrides.get(number, {}))
-    results = str(results_root / profile)
+    results = paths.relative(results_root / profile)  # notebooks run from the repo root
     return {k: v.replace("{results}", results) if isinstance(v, str) else v for k, v in params.items()}
 
 

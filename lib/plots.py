@@ -140,3 +140,21 @@ def loss_curves(log_history: list[dict], path: str | Path, title: str) -> Path:
     ax.set_title(title)
     ax.legend()
     return _save(fig, path)
+
+
+def chat_turns(transcript: list[dict], max_new_tokens: int, path: str | Path, title: str) -> Path:
+    """Tokens per reply, green when it ended on EOS, red when `max_new_tokens` cut it off."""
+    from matplotlib.patches import Patch
+
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(transcript) + 2), 3.4))
+    colors = ["#55A868" if t["stopped_on_eos"] else "#C44E52" for t in transcript]
+    ax.bar([str(t["turn"]) for t in transcript], [t["tokens"] for t in transcript], color=colors)
+    ax.axhline(max_new_tokens, color="grey", linestyle="--", linewidth=1)
+    ax.set_ylim(0, max_new_tokens * 1.3)  # room for the legend above the limit line
+    ax.legend(handles=[Patch(color="#55A868", label="stopped on EOS"), Patch(color="#C44E52", label="cut off"),
+                       plt.Line2D([], [], color="grey", linestyle="--", label=f"max_new_tokens = {max_new_tokens}")],
+              fontsize=8, loc="upper center", ncol=3)
+    ax.set_xlabel("turn")
+    ax.set_ylabel("tokens generated")
+    ax.set_title(title)
+    return _save(fig, path)

@@ -2,9 +2,11 @@
 
 Made by this repo (seeded templates), not translated from anything: each item is a short story about two
 people (city, job, purchase, weekend activity) and a question whose answer is stated only in the story. The
-distractors come from the same category, one of them the *other* person's value, so the item cannot be solved
-without reading the context. It exists so that CPU-sized training can demonstrate real learning; every id starts
-with `synthetic-` so it is never mistaken for Cosmos QA.
+distractors come from the same category but never occur in the story, so the options alone do not reveal the
+answer: the model has to read the story and bind the option it finds there to its letter. (An earlier version also
+offered the *other* person's value as a distractor; the 270M embedded model stayed at chance on it after an epoch
+of CPU training, so that harder variant is kept behind `near_miss=True`.) It exists so that CPU-sized training can
+demonstrate real learning; every id starts with `synthetic-` so it is never mistaken for Cosmos QA.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ def _job(job: tuple[str, str], gender: str) -> str:
     return job[1] if gender == "f" else job[0]
 
 
-def _item(rng: random.Random, item_id: str) -> dict:
+def _item(rng: random.Random, item_id: str, near_miss: bool = False) -> dict:
     (n1, g1), (n2, g2) = rng.sample(NAMES, 2)
     c1, c2 = rng.sample(CITIES, 2)
     j1, j2 = rng.sample(JOBS, 2)
@@ -62,14 +64,14 @@ def _item(rng: random.Random, item_id: str) -> dict:
     facts = {  # question -> (answer, the other person's value, category pool)
         "cidade": (f"Em que cidade mora {who}?", {1: c1, 2: c2}, CITIES),
         "profissao": (f"Qual é a profissão de {who}?", {1: _job(j1, g1), 2: _job(j2, g2)},
-                      [_job(j, {1: g1, 2: g2}[person]) for j in JOBS]),
+                      [_job(j, {1: g1, 2: g2}[person]) for j in JOBS if j not in (j1, j2)]),
         "quantidade": (f"Quantos {item} {who} levou nas compras?", {1: q1, 2: q2}, NUMBERS),
         "atividade": (f"O que {who} fez {day}?", {1: a1, 2: a2}, ACTIVITIES),
     }
     pergunta, values, pool = facts[rng.choice(sorted(facts))]
-    answer, near_miss = values[person], values[other]
-    others = rng.sample([v for v in pool if v not in (answer, near_miss)], 2)
-    options = [answer, near_miss, *others]
+    answer = values[person]
+    others = rng.sample([v for v in pool if v != answer and v not in contexto], 3)  # never in the story
+    options = [answer, values[other], *others[:2]] if near_miss else [answer, *others]
     rng.shuffle(options)
     roll = rng.random()
     if roll < 0.08:  # the right answer is absent: "none of the above" is correct
@@ -77,14 +79,14 @@ def _item(rng: random.Random, item_id: str) -> dict:
         label = LETTERS[3]
     else:
         if roll < 0.16:  # "none of the above" as a distractor
-            options = [o for o in options if o not in (others[0],)] + [NONE_OF_THE_ABOVE]
+            options = [o for o in options if o != others[0]] + [NONE_OF_THE_ABOVE]
         label = LETTERS[options.index(answer)]
     capital = [o[0].upper() + o[1:] + ("" if o.endswith(".") else ".") for o in options]
     return {"id": item_id, "contexto": contexto, "pergunta": pergunta,
             **dict(zip(LETTERS, capital)), "Label": label}
 
 
-def generate(seed: int = 0, sizes: dict[str, int] | None = None) -> datasets.DatasetDict:
+def generate(seed: int = 0, sizes: dict[str, int] | None = None, near_miss: bool = False) -> datasets.DatasetDict:
     """Seeded SYNTHETIC splits (default: 1000 train / 200 validation / 200 test) with disjoint contexts."""
     sizes = sizes or SPLIT_SIZES
     rng = random.Random(seed)
@@ -93,7 +95,7 @@ def generate(seed: int = 0, sizes: dict[str, int] | None = None) -> datasets.Dat
     for split, n in sizes.items():
         rows = []
         while len(rows) < n:
-            row = _item(rng, f"synthetic-{split}-{len(rows) + 1:05d}")
+            row = _item(rng, f"synthetic-{split}-{len(rows) + 1:05d}", near_miss)
             if row["contexto"] not in seen:  # no story shared across (or within) splits
                 seen.add(row["contexto"])
                 rows.append(row)

@@ -41,15 +41,17 @@ PRESETS: dict[str, dict] = {
 }
 
 HARDWARE: dict[str, dict] = {
-    # A100 40 GB: the preset's batch in one step, bf16.
-    "colab-a100": dict(per_device_batch=None, gradient_checkpointing=False, optimizer=None, memory_gb=40),
+    # A100 40 GB: bf16, no checkpointing, micro-batch 4 with accumulation (the whole batch in one step would need
+    # ~80 GB of activations; see memory_estimate).
+    "colab-a100": dict(per_device_batch=4, gradient_checkpointing=False, optimizer=None, memory_gb=40),
     # RTX 3090 24 GB: smaller micro-batches with gradient accumulation (same effective batch), checkpointing,
     # paged 8-bit AdamW.
     "rtx3090": dict(per_device_batch=4, gradient_checkpointing=True, optimizer="paged_adamw_8bit", memory_gb=24),
-    # CPU smoke run on the embedded model: fp32, minutes; data = shipped sample / SYNTHETIC set.
+    # CPU smoke run on the embedded model: fp32, minutes; data = shipped sample / SYNTHETIC set. A 270M model and a
+    # few hundred steps need a higher learning rate than a 7B run.
     "smoke": dict(per_device_batch=8, gradient_checkpointing=False, optimizer="adamw_torch", memory_gb=24,
-                  model="embedded", epochs=1, max_steps=-1, warmup_steps=5, learning_rate=2e-4, batch_size=8,
-                  train_rows=None, max_length=384, eval_steps=20, save_steps=20),
+                  model="embedded", epochs=1, max_steps=-1, warmup_steps=10, learning_rate=1e-3, batch_size=8,
+                  train_rows=None, max_length=384, eval_steps=25, save_steps=50),
 }
 
 # Smoke data per task: (source, validation rows). Canarim's 16 held-out rows are the ones notebooks 02 and 07 hold
@@ -86,6 +88,7 @@ class TrainConfig:
     logging_steps: int = 1
     seed: int = 42
     early_stopping_patience: int | None = None
+    option_rotations: int = 1  # cosmos: each question seen with its options rotated this many ways (1 = as given)
 
     @property
     def grad_accum(self) -> int:
@@ -232,12 +235,35 @@ def prepare_pad_token(tokenizer) -> str:
     raise ValueError("no token other than EOS can pad; add a <pad> token to the tokenizer")
 
 
-def training_examples(ds: datasets.Dataset, cfg: TrainConfig, tokenizer) -> datasets.Dataset:
-    """prompt/completion rows, rendered by the same `lib.prompts` functions inference uses."""
+def rotated_options(row: dict, rotations: int) -> list[dict]:
+    """The question `rotations` times, its options shifted one letter further each time (label follows its option).
+
+    The story and question stay identical while the right letter moves, so the only thing that explains the label is
+    which option is right: the letter-binding signal a small model otherwise needs many more examples to pick up. A
+    "none of the above" option keeps its slot (it refers to the options above it).
+    """
+    from lib.data import LETTERS
+
+    movable = [k for k in LETTERS if not row[k].startswith("Nenhuma das opções")]
+    out = []
+    for shift in range(min(rotations, len(movable))):
+        new = dict(row)
+        for i, k in enumerate(movable):
+            new[movable[(i + shift) % len(movable)]] = row[k]
+        if row["Label"] in movable:
+            new["Label"] = movable[(movable.index(row["Label"]) + shift) % len(movable)]
+        out.append(new)
+    return out
+
+
+def training_examples(ds: datasets.Dataset, cfg: TrainConfig, tokenizer, augment: bool = False) -> datasets.Dataset:
+    """prompt/completion rows, rendered by the same `lib.prompts` functions inference uses (`augment`: the
+    preset's option rotations, for the training split only)."""
     if cfg.task == "canarim":
         rows = [prompts.format_alpaca_pt(r, tokenizer) for r in ds]
         return datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-    return datasets.Dataset.from_list([prompts.cosmos_training_example(r) for r in ds])
+    rows = [rotated for r in ds for rotated in rotated_options(r, cfg.option_rotations if augment else 1)]
+    return datasets.Dataset.from_list([prompts.cosmos_training_example(r) for r in rows])
 
 
 def token_length(example: dict, tokenizer) -> int:
@@ -305,6 +331,26 @@ def _length_grouped_trainer_class():
     return LengthGroupedSFTTrainer
 
 
+def score_only_supervised_positions() -> None:
+    """Make TRL's fused LM head project only the positions that carry a label, on CPU too.
+
+    TRL scores every position off-GPU (fixed tile shapes avoid recompiles on some accelerators); on a CPU that
+    only wastes time: Gemma's 262k-vocab head is most of the FLOPs, and a Cosmos QA target is 2-3 tokens of a
+    ~170-token example. Same loss to the last bit (tested), ~5x faster smoke steps.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = trl_utils._use_triton
+    if getattr(original, "_scores_supervised_only", False):
+        return
+
+    def compact(device) -> bool:
+        return device.type == "cpu" or original(device)
+
+    compact._scores_supervised_only, compact.original = True, original
+    trl_utils._use_triton = compact
+
+
 def sft_config(cfg: TrainConfig, output_dir: str | Path, has_eval: bool = True, pad_to_max: bool = False):
     from trl import SFTConfig
 
@@ -323,7 +369,8 @@ def sft_config(cfg: TrainConfig, output_dir: str | Path, has_eval: bool = True, 
         save_steps=cfg.save_steps, save_total_limit=2, logging_steps=cfg.logging_steps, report_to="none",
         seed=cfg.seed, data_seed=cfg.seed, load_best_model_at_end=cfg.early_stopping_patience is not None,
         metric_for_best_model="eval_loss" if cfg.early_stopping_patience is not None else None,
-        dataloader_num_workers=0, disable_tqdm=False)
+        dataloader_num_workers=0, disable_tqdm=False,
+        ddp_find_unused_parameters=False)  # LoRA on every layer: no unused parameters, no extra pass under DDP
 
 
 def build_trainer(cfg: TrainConfig, train_ds, eval_ds, output_dir: str | Path, pad_to_max: bool = False,
@@ -334,6 +381,7 @@ def build_trainer(cfg: TrainConfig, train_ds, eval_ds, output_dir: str | Path, p
 
     tokenizer = tokenizer or models.load_tokenizer(cfg.model)
     prepare_pad_token(tokenizer)
+    score_only_supervised_positions()
     if model is None:
         model = models.load_model(cfg.model, quantize_4bit=True)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
@@ -379,7 +427,8 @@ def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, m
     splits, report = load_task_data(cfg, source)
     tokenizer = models.load_tokenizer(cfg.model)
     prepare_pad_token(tokenizer)
-    train_ds, train_len = drop_overlong(training_examples(splits["train"], cfg, tokenizer), tokenizer, cfg.max_length)
+    train_ds, train_len = drop_overlong(training_examples(splits["train"], cfg, tokenizer, augment=True), tokenizer,
+                                        cfg.max_length)
     eval_ds, eval_len = drop_overlong(training_examples(splits["validation"], cfg, tokenizer), tokenizer,
                                       cfg.max_length)
     trainer = build_trainer(cfg, train_ds, eval_ds, output_dir, tokenizer=tokenizer)
@@ -389,19 +438,20 @@ def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, m
           + (f"resuming from {resume}" if resume else "starting fresh"), flush=True)
     trainer.train(resume_from_checkpoint=resume)
     final = output_dir / "final_adapter"
-    trainer.save_model(str(final))
-    tokenizer.save_pretrained(str(final))
+    trainer.save_model(str(final))  # collective under FSDP: every process calls it, the main one writes
     summary = {
         "preset": cfg.preset, "hardware": cfg.hardware, "config": asdict(cfg), "model": cfg.model,
-        "data": cfg.data if source is None else source, "train_data_hash": dataset_hash(splits["train"]),
+        "data": cfg.data if source is None else source, "split": "train", "seed": cfg.seed, "train_data_hash": dataset_hash(splits["train"]),
         "rejected_rows": report.n_rejected, "truncation": {"train": train_len, "validation": eval_len},
         "trainable_parameters": count_parameters(trainer.model)[0], "resumed_from": resume,
         "global_step": trainer.state.global_step, "useful_token_fraction": trainer.data_collator.useful_fraction,
-        "log_history": trainer.state.log_history, "versions": versions(),
+        "log_history": trainer.state.log_history, "world_size": trainer.args.world_size, "versions": versions(),
     }
-    (final / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    if merge:
-        summary["merged"] = str(merge_adapter(cfg.model, final, output_dir / "merged"))
+    if trainer.is_world_process_zero():  # one writer when several processes train (lib.launch)
+        tokenizer.save_pretrained(str(final))
+        (final / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+        if merge:
+            summary["merged"] = str(merge_adapter(cfg.model, final, output_dir / "merged"))
     return summary
 
 
@@ -430,10 +480,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, help="effective batch (per-device batch x accumulation)")
     parser.add_argument("--per-device-batch", type=int)
     parser.add_argument("--model")
+    parser.add_argument("--optimizer", help="override the hardware's optimizer (lib.launch passes adamw_torch for FSDP)")
     args = parser.parse_args(argv)
     cfg = config_for(args.preset, args.hardware, max_steps=args.max_steps, save_steps=args.save_steps,
                      eval_steps=args.eval_steps, train_rows=args.train_rows, validation_rows=args.validation_rows,
-                     batch_size=args.batch_size, per_device_batch=args.per_device_batch, model=args.model)
+                     batch_size=args.batch_size, per_device_batch=args.per_device_batch, model=args.model,
+                     optimizer=args.optimizer)
     summary = train(cfg, args.output_dir, args.source)
     print(json.dumps({k: summary[k] for k in ("global_step", "resumed_from", "trainable_parameters")}))
 

@@ -180,11 +180,15 @@ def test_synthetic_data_is_seeded_valid_and_answerable_only_from_context(tmp_pat
         options = [row[c] for c in "ABCD"]
         assert len(set(options)) == 4
         answer = row[row["Label"]]
-        if answer == synthetic.NONE_OF_THE_ABOVE:
-            continue
         in_context = [o for o in options if o.rstrip(".").lower() in row["contexto"].lower()]
-        assert answer in in_context and len(in_context) >= 2  # the near miss is in the story too
+        # the story holds the answer and no distractor (so the options alone never tell the answer)
+        assert in_context == ([] if answer == synthetic.NONE_OF_THE_ABOVE else [answer]), row["id"]
     assert set(first["train"]["Label"]) == set("ABCD")
+    for row in synthetic.generate(seed=3, sizes={"train": 100}, near_miss=True)["train"]:
+        answer = row[row["Label"]]
+        in_context = [row[c] for c in "ABCD" if row[c].rstrip(".").lower() in row["contexto"].lower()]
+        if answer != synthetic.NONE_OF_THE_ABOVE:  # the harder variant: the other person's value is offered too
+            assert answer in in_context and len(in_context) >= 2
     # The generated rows pass the same validation as any other source.
     data.write_jsonl(first["train"], tmp_path / "s.jsonl")
     _, report = data.load(tmp_path / "s.jsonl", "cosmos_qa_pt")

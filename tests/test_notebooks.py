@@ -8,9 +8,10 @@ from lib import paths, pipeline
 
 NOTEBOOKS = pipeline.notebooks()
 EXPECTED = {"01_translate_cosmos_qa", "02_format_canarim_prompts", "03_format_cosmos_qa_prompts", "04_qlora_canarim",
-            "05_qlora_cosmos_qa", "06_accuracy_analysis", "07_instruction_following_eval"}
+            "05_qlora_cosmos_qa", "06_accuracy_analysis", "07_instruction_following_eval", "08_chat"}
 # The whole chain, with the CPU-heavy parts cut down: 2 training steps, fewer evaluation questions.
-QUICK = {"max_steps": 2, "06": {"limit": 24, "generate_limit": 4}, "07": {"limit": 4, "max_new_tokens": 16}}
+QUICK = {"max_steps": 2, "06": {"limit": 24, "generate_limit": 4}, "07": {"limit": 4, "max_new_tokens": 16},
+         "08": {"limit": 2, "max_new_tokens": 16}}
 
 
 def test_the_chain_notebooks_exist_in_number_order():
@@ -83,7 +84,7 @@ def test_a_failing_notebook_stops_the_run_and_names_the_cell(tmp_path, capsys):
 def test_profiles_only_override_known_notebooks():
     numbers = {p.stem[:2] for p in NOTEBOOKS}
     for profile, overrides in pipeline.PROFILES.items():
-        assert set(overrides) <= numbers | {"08"}, profile
+        assert set(overrides) <= numbers, profile
 
 
 def test_per_notebook_overrides_and_results_placeholder(tmp_path):

@@ -85,8 +85,43 @@ def test_canarim_batch_supervises_only_the_completion_and_keeps_eos(trainers):
         assert supervised and supervised[-1] == tokenizer.eos_token_id, "the last supervised label is EOS"
         assert all(l == -100 for l in labels[real:]), "padding must not be supervised"
         assert ids[:real].count(tokenizer.eos_token_id) == supervised.count(tokenizer.eos_token_id) == 1
-        # Training sees exactly the text inference renders (lib.prompts), tokenized the same way.
+        # Training sees exactly the text inference renders (lib.prompts), tokenized the same way (BOS included).
         assert ids[:real] == tokenizer(formatted["text"])["input_ids"]
+        assert ids[:n_prompt] == evaluate.encode(tokenizer, formatted["prompt"], plain_text=True)
+
+
+def test_scoring_only_supervised_positions_gives_the_same_loss(trainers):
+    """The CPU speed-up (LM head only where labels are) changes nothing but the time."""
+    import torch
+    import trl.trainer.utils as trl_utils
+
+    trainer, _, _ = trainers["zephyr-cosmosqa"]
+    compact = trl_utils._use_triton
+    assert compact(torch.device("cpu")), "build_trainer should have switched CPU scoring to supervised positions"
+    trainer.model.eval()  # no dropout: two forward passes must see the same network
+    batch = trainer._prepare_inputs(_batch(trainer))
+    with torch.no_grad():
+        fast = trainer.compute_loss(trainer.model, dict(batch))
+        trl_utils._use_triton = compact.original
+        try:
+            full = trainer.compute_loss(trainer.model, dict(batch))
+        finally:
+            trl_utils._use_triton = compact
+    assert torch.allclose(fast, full, rtol=1e-5, atol=1e-6), (fast, full)
+
+
+def test_option_rotations_move_the_label_with_its_option():
+    rows = list(synthetic.generate(seed=5, sizes={"train": 40})["train"])
+    for row in rows:
+        rotated = train.rotated_options(row, 4)
+        assert rotated[0] == row and len({r[r["Label"]] for r in rotated}) == 1  # same right answer every time
+        for r in rotated:
+            assert sorted(r[k] for k in "ABCD") == sorted(row[k] for k in "ABCD")
+            none = [k for k in "ABCD" if r[k].startswith("Nenhuma")]
+            assert none == [k for k in "ABCD" if row[k].startswith("Nenhuma")]  # "none of the above" stays put
+        if not row[row["Label"]].startswith("Nenhuma"):
+            assert len({r["Label"] for r in rotated}) == len(rotated)  # the right letter moves every time
+    assert train.rotated_options(rows[0], 1) == [rows[0]]
 
 
 def test_cosmos_batch_matches_the_inference_rendering(trainers):

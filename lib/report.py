@@ -1,0 +1,69 @@
+"""The README's base-vs-tuned table, built from the committed `comparison.json` files (a test keeps them equal)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lib import paths
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def _ci(ci) -> str:
+    return "" if not ci else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def summary_table(results_dir: str | Path = paths.RESULTS / "smoke") -> str:
+    """Markdown table: each headline metric of notebooks 06 and 07, base vs tuned."""
+    results_dir = Path(results_dir)
+    mc = json.loads((results_dir / "06_accuracy_analysis" / "comparison.json").read_text(encoding="utf-8"))
+    inst = json.loads((results_dir / "07_instruction_following_eval" / "comparison.json").read_text(encoding="utf-8"))
+    rows = [
+        ("SYNTHETIC held-out accuracy, `letters` (06)", _pct(mc["base_accuracy"]) + _ci(mc["base_ci95"]),
+         _pct(mc["tuned_accuracy"]) + _ci(mc["tuned_ci95"]), f"McNemar p = {mc['mcnemar_p']:.2g}", mc["n"]),
+        ("invalid answers, `generate` mode (06)", _pct(mc.get("base_generate_invalid_rate")),
+         _pct(mc.get("tuned_generate_invalid_rate")), "", mc.get("generate_n", "")),
+        ("EOS-stop rate (07)", _pct(inst["base_eos_stop_rate"]), _pct(inst["tuned_eos_stop_rate"]), "", inst["n"]),
+        ("repeated 4-gram rate (07, lower is better)", _pct(inst["base_repeated_4gram_rate"]),
+         _pct(inst["tuned_repeated_4gram_rate"]), "", inst["n"]),
+        ('"list exactly N" answered with N items (07)', _pct(inst["base_list_exact_rate"]),
+         _pct(inst["tuned_list_exact_rate"]), "", inst.get("list_requests", "")),
+        ("perplexity of the reference answers (07)", f"{inst['base_perplexity']:.1f}",
+         f"{inst['tuned_perplexity']:.1f}", "", inst["n"]),
+    ]
+    lines = ["| metric | base | tuned | test | n |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {base} | {tuned} | {test} | {n} |" for name, base, tuned, test, n in rows]
+    return "\n".join(lines)
+
+
+START, END = "<!-- results-table:start (written by `python -m lib.report`) -->", "<!-- results-table:end -->"
+
+
+def readme_with_table(readme: str, table: str) -> str:
+    """`readme` with the text between the START and END markers replaced by `table`."""
+    if START not in readme or END not in readme:
+        raise ValueError(f"README has no {START} ... {END} block")
+    head, rest = readme.split(START, 1)
+    return f"{head}{START}\n{table}\n{END}{rest.split(END, 1)[1]}"
+
+
+def update_readme(profile: str = "smoke", readme: Path = paths.ROOT / "README.md") -> bool:
+    """Rewrite the README's results table from results/<profile>/ (`make pipeline` does it after a smoke run)."""
+    results = paths.RESULTS / profile
+    if not all((results / nb / "comparison.json").is_file()
+               for nb in ("06_accuracy_analysis", "07_instruction_following_eval")):
+        return False
+    text = readme.read_text(encoding="utf-8")
+    updated = readme_with_table(text, summary_table(results))
+    if updated != text:
+        readme.write_text(updated, encoding="utf-8")
+    return True
+
+
+if __name__ == "__main__":
+    import sys
+
+    profile = sys.argv[1] if len(sys.argv) > 1 else "smoke"
+    print("README table updated" if update_readme(profile) else f"no comparisons in results/{profile}/ yet")

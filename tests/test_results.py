@@ -1,0 +1,48 @@
+"""The committed smoke results say where every number came from, and the letters accuracies reproduce."""
+import json
+from pathlib import Path
+
+import pytest
+
+from lib import data, evaluate, paths, pipeline
+
+SMOKE = paths.RESULTS / "smoke"
+METRICS = sorted(SMOKE.glob("*/metrics.json"))
+
+
+def test_every_notebook_of_the_chain_has_committed_metrics():
+    stems = {p.stem for p in paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")}
+    assert stems == {p.parent.name for p in METRICS}
+
+
+@pytest.mark.parametrize("path", METRICS, ids=lambda p: p.parent.name)
+def test_committed_metrics_record_their_provenance(path):
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    missing = [k for k in paths.PROVENANCE if k not in metrics]
+    assert not missing, f"{path}: no {missing}"
+    assert metrics["notebook"] == path.parent.name and metrics["profile"] == "smoke" and metrics["model"]
+    for key in ("adapter", "data"):  # repo-relative: the results must not name one machine's folders
+        assert not str(metrics[key] or "").startswith("/"), f"{path}: absolute {key} {metrics[key]}"
+    if metrics["adapter"]:
+        assert (paths.ROOT / metrics["adapter"] / "adapter_config.json").is_file(), "committed adapter missing"
+
+
+def _committed(name: str) -> dict:
+    return json.loads((SMOKE / "06_accuracy_analysis" / name).read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("side", ["base", "tuned"])
+def test_committed_letters_accuracies_reproduce(side, tmp_path):
+    """Re-score the committed adapter (and its base) on the same questions: within one question of the record."""
+    comparison = _committed("comparison.json")
+    assert comparison["mode"] == "letters"
+    if not (paths.ROOT / comparison["data"]).exists():  # a fresh clone: notebook 03 writes the SYNTHETIC splits
+        pipeline.run("smoke", only=["03"], results_root=tmp_path)
+    adapter = comparison["tuned_adapter"] if side == "tuned" else None
+    questions, _ = data.load(paths.resolve_source(comparison["data"]), "cosmos_qa_pt", splits=[comparison["split"]])
+    rows = list(questions[comparison["split"]])
+    assert len(rows) == comparison["n"]
+    net, tokenizer = evaluate.load_for_eval(comparison["model"], adapter, quantize_4bit=comparison["load_in_4bit"])
+    metrics, _ = evaluate.mc_run(net, tokenizer, rows, "letters", comparison["model"], adapter,
+                                 seed=comparison["seed"])
+    assert abs(metrics["accuracy"] - comparison[f"{side}_accuracy"]) <= 1 / comparison["n"] + 1e-9
