@@ -396,7 +396,24 @@ def build_trainer(cfg: TrainConfig, train_ds, eval_ds, output_dir: str | Path, p
         for param in trainer.model.parameters():
             if param.requires_grad:
                 param.data = param.data.float()
+        keep_4bit_layers_differentiable(trainer.model)
     return trainer
+
+
+def keep_4bit_layers_differentiable(model) -> int:
+    """Stop bitsandbytes from switching 4-bit layers to its CPU inference format during evaluation.
+
+    On CPUs with AVX512-BF16, a `Linear4bit` called in eval mode repacks its weight for a fast inference kernel and
+    keeps that format when training resumes; that kernel has no backward, so after the first evaluation no gradient
+    crosses a 4-bit layer (LoRA weights upstream of one stop learning). Training models never pack. Returns the number
+    of layers switched off.
+    """
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:

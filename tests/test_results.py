@@ -1,10 +1,9 @@
 """The committed smoke results say where every number came from, and the letters accuracies reproduce."""
 import json
-from pathlib import Path
 
 import pytest
 
-from lib import data, evaluate, paths, pipeline
+from lib import data, evaluate, paths, pipeline, report
 
 SMOKE = paths.RESULTS / "smoke"
 METRICS = sorted(SMOKE.glob("*/metrics.json"))
@@ -46,3 +45,15 @@ def test_committed_letters_accuracies_reproduce(side, tmp_path):
     metrics, _ = evaluate.mc_run(net, tokenizer, rows, "letters", comparison["model"], adapter,
                                  seed=comparison["seed"])
     assert abs(metrics["accuracy"] - comparison[f"{side}_accuracy"]) <= 1 / comparison["n"] + 1e-9
+
+
+def test_the_readme_table_is_the_committed_results():
+    readme = (paths.ROOT / "README.md").read_text(encoding="utf-8")
+    assert report.readme_with_table(readme, report.summary_table(SMOKE)) == readme, "run `python -m lib.report`"
+
+
+def test_readme_block_replacement():
+    text = f"intro\n{report.START}\nold\n{report.END}\nrest\n"
+    assert report.readme_with_table(text, "| new |") == f"intro\n{report.START}\n| new |\n{report.END}\nrest\n"
+    with pytest.raises(ValueError, match="no"):
+        report.readme_with_table("no markers", "x")

@@ -110,6 +110,34 @@ def test_scoring_only_supervised_positions_gives_the_same_loss(trainers):
     assert torch.allclose(fast, full, rtol=1e-5, atol=1e-6), (fast, full)
 
 
+def test_every_lora_weight_still_learns_after_an_evaluation(tmp_path):
+    """Regression: bitsandbytes' CPU inference packing (taken in eval mode) cut every gradient through 4-bit layers
+    after the first evaluation, silently freezing the LoRA weights upstream of them."""
+    import torch
+    from transformers import TrainerCallback
+
+    cfg = train.config_for("sabia-canarim", "smoke", model="embedded-small", max_steps=3, eval_steps=1,
+                           save_steps=1000, per_device_batch=2, batch_size=2, warmup_steps=0, train_rows=6,
+                           validation_rows=2)
+    splits, _ = train.load_task_data(cfg)
+    tokenizer = models.load_tokenizer(cfg.model)
+    train.prepare_pad_token(tokenizer)
+    trainer = train.build_trainer(cfg, train.training_examples(splits["train"], cfg, tokenizer),
+                                  train.training_examples(splits["validation"], cfg, tokenizer), tmp_path,
+                                  tokenizer=tokenizer)
+    missing = []
+
+    class GradientCheck(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            missing.append([n for n, p in trainer.model.named_parameters() if p.requires_grad and p.grad is None])
+
+    trainer.add_callback(GradientCheck())
+    trainer.train()
+    assert len(missing) == 3 and missing == [[], [], []], "LoRA weights without gradient after an evaluation"
+    evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
+    assert len(evals) == 3 and len(set(evals)) == 3  # the evaluated model changes from step to step
+
+
 def test_option_rotations_move_the_label_with_its_option():
     rows = list(synthetic.generate(seed=5, sizes={"train": 40})["train"])
     for row in rows:
