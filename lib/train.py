@@ -242,9 +242,7 @@ def rotated_options(row: dict, rotations: int) -> list[dict]:
     which option is right: the letter-binding signal a small model otherwise needs many more examples to pick up. A
     "none of the above" option keeps its slot (it refers to the options above it).
     """
-    from lib.data import LETTERS
-
-    movable = [k for k in LETTERS if not row[k].startswith("Nenhuma das opções")]
+    movable = [k for k in data.LETTERS if not row[k].startswith("Nenhuma das opções")]
     out = []
     for shift in range(min(rotations, len(movable))):
         new = dict(row)
