@@ -14,6 +14,7 @@ from pathlib import Path
 import datasets
 
 LETTERS = ("A", "B", "C", "D")
+NONE_OF_THE_ABOVE = "Nenhuma das opções acima."  # Cosmos QA's "None of the above choices ." in the PT dataset
 MAX_TEXT_CHARS = 20_000  # far above any real Cosmos/Canarim field; beyond it a row is a paste accident
 LOCAL_EXTENSIONS = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -65,6 +66,37 @@ def letter_to_label(letter: str) -> int:
     if letter not in LETTERS:
         raise ValueError(f"letter must be one of {', '.join(LETTERS)}, got {letter!r}")
     return LETTERS.index(letter)
+
+
+def is_none_of_the_above(option: str) -> bool:
+    """The "none of the above" option, whatever its spacing, case or final punctuation."""
+    return " ".join(str(option).split()).rstrip(" .").casefold() == NONE_OF_THE_ABOVE.rstrip(".").casefold()
+
+
+# ---------------------------------------------------------------- shortcut baselines
+
+def _words(text: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"\w+", str(text).lower()))
+
+
+SHORTCUTS = {  # rules that answer without reading; a set they solve well does not measure reading
+    "longest": lambda r: max(LETTERS, key=lambda k: len(r[k])),
+    "shortest": lambda r: min(LETTERS, key=lambda k: len(r[k])),
+    "max_overlap": lambda r: max(LETTERS, key=lambda k: len(_words(r[k]) & _words(r["contexto"]))),
+    "min_overlap": lambda r: min(LETTERS, key=lambda k: len(_words(r[k]) & _words(r["contexto"]))),
+}
+
+
+def shortcut_baselines(rows) -> dict[str, float | None]:
+    """Accuracy of each surface-cue rule (pick the longest / shortest option, the one sharing the most / fewest
+    `\\w+` words with the story; ties go to the earlier letter) on labelled PT-schema rows, next to chance."""
+    rows = [r for r in rows if r.get("Label") in LETTERS]
+    out = {name: (round(sum(rule(r) == r["Label"] for r in rows) / len(rows), 4) if rows else None)
+           for name, rule in SHORTCUTS.items()}
+    out["chance"] = 1 / len(LETTERS)
+    return out
 
 
 # ---------------------------------------------------------------- validation
@@ -268,7 +300,15 @@ def load(source: str | Path, schema: str | Schema, splits: list[str] | None = No
     seen_ids: dict[str, str] = {}
     extra_columns: Counter = Counter()
     result = {}
-    for split, (rows, is_csv) in _source_rows(source, default_split).items():
+    available = _source_rows(source, default_split)
+    if splits is not None and (missing := [s for s in splits if s not in available]):
+        if len(available) == 1 and len(splits) == 1:  # one file: it serves whatever split is asked
+            (only, rows_of_only), = available.items()
+            available = {splits[0]: rows_of_only}
+            report.warnings.append(f"{source} has a single split ({only!r}): its rows serve as {splits[0]!r}")
+        else:
+            raise ValueError(f"split(s) {missing} not found in {source} (has: {sorted(available)})")
+    for split, (rows, is_csv) in available.items():
         if splits is not None and split not in splits:
             continue
         required = (split != "test") if labels_required is None else labels_required
@@ -297,8 +337,6 @@ def load(source: str | Path, schema: str | Schema, splits: list[str] | None = No
                 beyond_limit += 1
         report.counts[split] = {"read": read, "kept": len(kept), "rejected": rejected, "beyond_limit": beyond_limit}
         result[split] = to_dataset(kept, schema)
-    if splits is not None and (missing := [s for s in splits if s not in result]):
-        raise ValueError(f"split(s) {missing} not found in {source} (has: {sorted(report.counts)})")
     for column, n in extra_columns.items():
         report.warnings.append(f"unknown extra column {column!r} in {n} row(s): ignored, rows kept")
     return datasets.DatasetDict(result), report
@@ -319,10 +357,47 @@ def write_jsonl(rows, path: str | Path) -> Path:
     return path
 
 
-def holdout_split(ds: datasets.Dataset, validation_size: int | float, seed: int) -> datasets.DatasetDict:
-    """Seeded train/validation split of a single-split source (Canarim ships only `train`)."""
-    parts = ds.train_test_split(test_size=validation_size, seed=seed, shuffle=True)
+def holdout_size(n_rows: int, requested: int | float | None) -> tuple[int, str | None]:
+    """(rows to hold out, note). `requested` is a count, a fraction, or None (10 %). A count that would take half
+    the source or more (a preset sized for the Hub dataset, run on a small file) is clamped to 10 % of the rows."""
+    cap = max(1, n_rows // 10)
+    if requested is None:
+        return cap, None
+    size = round(requested * n_rows) if isinstance(requested, float) and requested < 1 else int(requested)
+    if size * 2 >= n_rows:
+        return cap, (f"the source has {n_rows} rows: holding out {cap} for validation (10 %) instead of "
+                     f"the {size} asked for")
+    return max(1, size), None
+
+
+def holdout_split(ds: datasets.Dataset, validation_size: int | float | None, seed: int) -> datasets.DatasetDict:
+    """Seeded train/validation split of one split (Canarim ships only `train`); see `holdout_size`."""
+    size, note = holdout_size(len(ds), validation_size)
+    if note:
+        print(f"[data] note: {note}", flush=True)
+    parts = ds.train_test_split(test_size=size, seed=seed, shuffle=True)
     return datasets.DatasetDict({"train": parts["train"], "validation": parts["test"]})
+
+
+def train_validation(source, schema: str | Schema, validation_rows: int | float | None, seed: int,
+                     validation_from: str = "validation") -> tuple[datasets.DatasetDict, ValidationReport]:
+    """Train and validation splits of any source, one rule for every trainer.
+
+    The source's own `validation` split is used when it has one and `validation_from == "validation"`; otherwise
+    (a single file, or `validation_from="train"` to keep the source's validation split unseen until the final
+    evaluation) a seeded part of `train` is held out (`holdout_split`). A source without a `train` split is used
+    whole as training data when it has a single split.
+    """
+    raw, report = load(source, schema)
+    if "train" not in raw:
+        if len(raw) != 1:
+            raise ValueError(f"{source} has no 'train' split (has: {sorted(raw)})")
+        raw = datasets.DatasetDict({"train": next(iter(raw.values()))})
+    if validation_from == "validation" and "validation" in raw:
+        return datasets.DatasetDict({"train": raw["train"], "validation": raw["validation"]}), report
+    if validation_from not in ("validation", "train"):
+        raise ValueError(f"validation_from must be 'validation' or 'train', got {validation_from!r}")
+    return holdout_split(raw["train"], validation_rows, seed), report
 
 
 def save(dataset: datasets.DatasetDict, out_dir: str | Path) -> Path:

@@ -20,9 +20,7 @@ import numpy as np
 import torch
 
 from lib import models, prompts
-from lib.data import LETTERS
-
-NONE_OF_THE_ABOVE = "Nenhuma das opções acima."
+from lib.data import LETTERS, NONE_OF_THE_ABOVE, is_none_of_the_above  # noqa: F401 (re-exported)
 INVALID = "invalid"
 
 
@@ -302,8 +300,8 @@ def evaluate_mc(model, tokenizer, rows: list[dict], mode: str = "letters", batch
     for row, s in zip(rows, scored):
         options = [row[k] for k in LETTERS]
         out.append({"id": row["id"], "gold": row["Label"], **s, "correct": s["pred"] == row["Label"],
-                    "has_none_option": NONE_OF_THE_ABOVE in options,
-                    "gold_is_none": row[row["Label"]] == NONE_OF_THE_ABOVE})
+                    "has_none_option": any(is_none_of_the_above(o) for o in options),
+                    "gold_is_none": is_none_of_the_above(row[row["Label"]])})
     return out
 
 
@@ -455,4 +453,7 @@ def mc_comparison(base: tuple[dict, list[dict]], tuned: tuple[dict, list[dict]])
             "base_ci95": base_metrics["ci95"], "tuned_ci95": tuned_metrics["ci95"], "mcnemar_p": test["p_value"],
             "only_base_right": [b["id"] for b, t in zip(base_preds, tuned_preds) if b["correct"] and not t["correct"]],
             "only_tuned_right": [b["id"] for b, t in zip(base_preds, tuned_preds) if t["correct"] and not b["correct"]],
-            "base_adapter": base_metrics["adapter"], "tuned_adapter": tuned_metrics["adapter"]}
+            "base_adapter": base_metrics["adapter"], "tuned_adapter": tuned_metrics["adapter"],
+            "base_pred_distribution": base_metrics["pred_distribution"],
+            "tuned_pred_distribution": tuned_metrics["pred_distribution"],
+            "gold_distribution": tuned_metrics["gold_distribution"]}

@@ -71,7 +71,7 @@ def run(profile: str = "smoke", only: list[str] | None = None, overrides: dict |
         raise SystemExit(f"no notebook matches {only!r} in {notebook_dir}")
     executed_dir = results_root / profile / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
-    done = []
+    done, seconds, started = [], {}, time.monotonic()
     for i, notebook in enumerate(selected, start=1):
         params = parameters_for(notebook, profile, overrides, results_root)
         print(f"[{i}/{len(selected)}] {notebook.name}  {params}", flush=True)
@@ -84,8 +84,15 @@ def run(profile: str = "smoke", only: list[str] | None = None, overrides: dict |
             print(f"FAILED {notebook.name} after {time.monotonic() - start:.0f}s in cell {error.exec_count}: "
                   f"{error.ename}: {error.evalue}\nexecuted copy with the traceback: {output}", file=sys.stderr)
             raise SystemExit(1) from None
-        print(f"    done in {time.monotonic() - start:.0f}s -> {output}", flush=True)
+        seconds[notebook.stem] = round(time.monotonic() - start, 1)
+        print(f"    done in {seconds[notebook.stem]:.0f}s -> {output}", flush=True)
         done.append(output)
+    total = round(time.monotonic() - started, 1)
+    print(f"pipeline: {len(done)} notebooks in {total / 60:.1f} min", flush=True)
+    if not only:  # a whole-chain run: its timing is what README quotes
+        paths.write_json({"profile": profile, "notebooks": seconds, "total_s": total, "overrides": overrides or {},
+                          "cpu_count": os.cpu_count(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")},
+                         results_root / profile / "pipeline.json")
     return done
 
 

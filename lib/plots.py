@@ -89,21 +89,92 @@ def mc_report(metrics: dict, path: str | Path, title: str) -> Path:
     return _save(fig, path)
 
 
-def accuracy_comparison(runs: dict[str, dict], path: str | Path, title: str) -> Path:
-    """Accuracy with 95% CI error bars, one bar per run (e.g. base vs tuned)."""
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(runs), 3.6))
+_BASELINE_STYLES = {"longest": ("#DD8452", "--"), "shortest": ("#937860", "--"), "max_overlap": ("#DA8BC3", "-."),
+                    "min_overlap": ("#8C8C8C", "-.")}
+
+
+def accuracy_comparison(runs: dict[str, dict], path: str | Path, title: str,
+                        baselines: dict[str, float] | None = None) -> Path:
+    """Accuracy with 95% CI error bars, one bar per run (e.g. base vs tuned), next to chance and the shortcut
+    baselines (rules that answer without reading); with baselines, a second panel shows each run's predicted
+    letters against the gold distribution (a model that always answers "D" scores chance on balanced data)."""
+    panels = 2 if baselines else 1
+    fig, axes = plt.subplots(1, panels, figsize=(2.6 + 1.6 * len(runs) + 4.2 * (panels - 1), 3.8), squeeze=False)
+    ax = axes[0][0]
     names = list(runs)
     acc = [runs[n]["accuracy"] for n in names]
     low = [a - runs[n]["ci95"][0] for a, n in zip(acc, names)]
     high = [runs[n]["ci95"][1] - a for a, n in zip(acc, names)]
     ax.bar(names, acc, yerr=[low, high], capsize=6, color=["#8172B3", "#55A868", "#C44E52", "#4C72B0"][:len(names)])
     ax.axhline(0.25, color="grey", linestyle=":", label="chance (4 options)")
+    for name, value in (baselines or {}).items():
+        if name in _BASELINE_STYLES and value is not None:
+            color, style = _BASELINE_STYLES[name]
+            ax.axhline(value, color=color, linestyle=style, linewidth=1, label=f"{name} option: {value:.0%}")
     for i, a in enumerate(acc):
         ax.text(i, a + 0.02, f"{a:.1%}", ha="center")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy")
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    if panels == 2:
+        ax = axes[0][1]
+        letters = [k for k in next(iter(runs.values()))["pred_distribution"]]
+        width = 0.8 / (len(runs) + 1)
+        for k, name in enumerate(names):
+            ax.bar([i + k * width for i in range(len(letters))],
+                   [runs[name]["pred_distribution"][x] for x in letters], width, label=f"{name}: predicted")
+        gold = next(iter(runs.values()))["gold_distribution"]
+        ax.bar([i + len(names) * width for i in range(len(letters))], [gold.get(x, 0) for x in letters], width,
+               label="gold", color="#55A868", alpha=0.5)
+        ax.set_xticks([i + width * len(names) / 2 for i in range(len(letters))], letters)
+        ax.set_title("predicted letters vs gold", fontsize=9)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def shortcut_baselines(table: dict[str, dict[str, float]], path: str | Path, title: str) -> Path:
+    """Accuracy of each shortcut rule per multiple-choice set, against chance: bars far above the line mean the set
+    can be answered without reading it."""
+    rules = [r for r in _BASELINE_STYLES if any(r in v for v in table.values())]
+    fig, ax = plt.subplots(figsize=(2.5 + 1.4 * len(table), 3.6))
+    width = 0.8 / len(rules)
+    for k, rule in enumerate(rules):
+        ax.bar([i + k * width for i in range(len(table))], [v.get(rule) or 0 for v in table.values()], width,
+               label=rule, color=_BASELINE_STYLES[rule][0])
+    ax.axhline(0.25, color="grey", linestyle=":", label="chance")
+    ax.set_xticks([i + width * (len(rules) - 1) / 2 for i in range(len(table))], list(table), fontsize=7, rotation=15)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy of the rule")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=3, loc="upper left")
+    return _save(fig, path)
+
+
+def learning_curve(log_history: list[dict], path: str | Path, title: str,
+                   reference: dict[str, float] | None = None) -> Path:
+    """Held-out `letters` accuracy and eval loss against the optimizer step (step 0 = the base model), with chance
+    and any `reference` lines (e.g. the held-out part's shortcut baselines)."""
+    acc = [(e["step"], e["eval_letters_accuracy"]) for e in log_history if "eval_letters_accuracy" in e]
+    loss = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    if acc:
+        ax.plot(*zip(*acc), "o-", color="#55A868", label="held-out letters accuracy")
+    ax.axhline(0.25, color="grey", linestyle=":", label="chance")
+    for name, value in (reference or {}).items():
+        if name in _BASELINE_STYLES and value is not None:
+            color, style = _BASELINE_STYLES[name]
+            ax.axhline(value, color=color, linestyle=style, linewidth=1, label=f"{name} option: {value:.0%}")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=9)
+    if loss:
+        twin = ax.twinx()
+        twin.plot(*zip(*loss), "s--", color="#C44E52", label="eval loss")
+        twin.set_ylabel("eval loss (answer tokens)")
+        twin.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left")
     return _save(fig, path)
 
 

@@ -14,9 +14,7 @@ import random
 
 import datasets
 
-from lib.data import COSMOS_PT, LETTERS, to_dataset
-
-NONE_OF_THE_ABOVE = "Nenhuma das opções acima."
+from lib.data import COSMOS_PT, LETTERS, NONE_OF_THE_ABOVE, to_dataset
 SPLIT_SIZES = {"train": 1000, "validation": 200, "test": 200}
 
 NAMES = [("Ana", "f"), ("Beatriz", "f"), ("Camila", "f"), ("Daniela", "f"), ("Fernanda", "f"), ("Gabriela", "f"),

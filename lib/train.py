@@ -54,9 +54,11 @@ HARDWARE: dict[str, dict] = {
                   train_rows=None, max_length=384, eval_steps=25, save_steps=50),
 }
 
-# Smoke data per task: (source, validation rows). Canarim's 16 held-out rows are the ones notebooks 02 and 07 hold
-# out too (same seeded split); the SYNTHETIC set has its own validation split, of which 48 rows give the eval loss.
-SMOKE_DATA = {"canarim": ("data/samples/canarim.jsonl", 16), "cosmos": ("data/processed/synthetic_mc", 48)}
+# Smoke data per task: (source, validation rows, where validation comes from). Canarim's 16 held-out rows are the
+# ones notebooks 02 and 07 hold out too (same seeded split). Cosmos trains on the shipped natural PT corpus and
+# chooses steps on a seeded part of its *train* split: its `validation` split stays unseen until notebook 06.
+SMOKE_DATA = {"canarim": ("data/samples/canarim.jsonl", 16, "train"),
+              "cosmos": ("data/samples/cosmos_qa_ptbr", 60, "train")}
 
 
 @dataclass
@@ -89,6 +91,9 @@ class TrainConfig:
     seed: int = 42
     early_stopping_patience: int | None = None
     option_rotations: int = 1  # cosmos: each question seen with its options rotated this many ways (1 = as given)
+    # "validation": the source's own validation split (a seeded hold-out of train when it has none);
+    # "train": always a seeded hold-out of train, so the source's validation split stays unseen (smoke runs)
+    validation_from: str = "validation"
 
     @property
     def grad_accum(self) -> int:
@@ -109,7 +114,7 @@ def config_for(preset: str, hardware: str = "colab-a100", **overrides) -> TrainC
     spec = _preset(preset)
     hw = {k: v for k, v in HARDWARE[hardware].items() if v is not None}
     if hardware == "smoke":
-        spec["data"], spec["validation_rows"] = SMOKE_DATA[spec["task"]]
+        spec["data"], spec["validation_rows"], spec["validation_from"] = SMOKE_DATA[spec["task"]]
     spec.update(hw)
     spec.setdefault("per_device_batch", spec["batch_size"])
     spec.update({k: v for k, v in overrides.items() if v is not None})
@@ -206,22 +211,18 @@ def memory_estimate(cfg: TrainConfig) -> dict:
 # ---------------------------------------------------------------- data
 
 def load_task_data(cfg: TrainConfig, source: str | None = None) -> tuple[datasets.DatasetDict, data.ValidationReport]:
-    """Validated train/validation splits for the preset's task (Canarim gets a seeded hold-out)."""
+    """Validated train/validation splits for the preset's task, by the one rule of `lib.data.train_validation`."""
     from lib import paths
 
     source = paths.resolve_source(source or cfg.data)
-    if cfg.task == "canarim":
-        raw, report = data.load(source, "canarim")
-        n_val = cfg.validation_rows or 0.1
-        splits = data.holdout_split(raw["train"], n_val, cfg.seed)
-        if cfg.train_rows:
-            splits["train"] = splits["train"].select(range(min(cfg.train_rows, len(splits["train"]))))
-        return splits, report
-    raw, report = data.load(source, "cosmos_qa_pt", splits=["train", "validation"])
-    for split, n in (("train", cfg.train_rows), ("validation", cfg.validation_rows)):
-        if n:
-            raw[split] = raw[split].select(range(min(n, len(raw[split]))))
-    return raw, report
+    schema = "canarim" if cfg.task == "canarim" else "cosmos_qa_pt"
+    # Canarim ships only `train`: its hold-out is always carved from it, sized by the preset.
+    splits, report = data.train_validation(source, schema, cfg.validation_rows, cfg.seed,
+                                           "train" if cfg.task == "canarim" else cfg.validation_from)
+    for split, n in (("train", cfg.train_rows), ("validation", None if cfg.task == "canarim" else cfg.validation_rows)):
+        if n and n < len(splits[split]):
+            splits[split] = splits[split].select(range(n))
+    return splits, report
 
 
 def prepare_pad_token(tokenizer) -> str:
@@ -242,7 +243,7 @@ def rotated_options(row: dict, rotations: int) -> list[dict]:
     which option is right: the letter-binding signal a small model otherwise needs many more examples to pick up. A
     "none of the above" option keeps its slot (it refers to the options above it).
     """
-    movable = [k for k in data.LETTERS if not row[k].startswith("Nenhuma das opções")]
+    movable = [k for k in data.LETTERS if not data.is_none_of_the_above(row[k])]
     out = []
     for shift in range(min(rotations, len(movable))):
         new = dict(row)
@@ -329,6 +330,41 @@ def _length_grouped_trainer_class():
     return LengthGroupedSFTTrainer
 
 
+def held_out_letters_accuracy(rows: list[dict], tokenizer, batch_size: int = 16):
+    """A callback that adds the `letters` accuracy on held-out multiple-choice rows to every evaluation.
+
+    Eval loss alone can fall while the answer does not improve (or rise while it does): the learning curve that
+    chooses steps and learning rates for notebook 05 reads this number, on the train split's held-out part.
+    """
+    from transformers import TrainerCallback
+
+    from lib import evaluate
+
+    class HeldOutLettersAccuracy(TrainerCallback):
+        def on_evaluate(self, args, state, control, model=None, **kwargs):
+            was_training = model.training
+            model.eval()
+            predictions = evaluate.evaluate_mc(model, tokenizer, rows, "letters", batch_size)
+            model.train(was_training)
+            accuracy = sum(p["correct"] for p in predictions) / len(predictions)
+            state.log_history.append({"step": state.global_step, "epoch": state.epoch,
+                                      "eval_letters_accuracy": round(accuracy, 4), "eval_letters_n": len(rows)})
+            print(f"[train] step {state.global_step}: held-out letters accuracy {accuracy:.1%} (n={len(rows)})",
+                  flush=True)
+
+    return HeldOutLettersAccuracy()
+
+
+def learning_curve(log_history: list[dict]) -> list[dict]:
+    """One row per evaluation: step, eval loss and held-out letters accuracy (where measured), from the log."""
+    points: dict[int, dict] = {}
+    for entry in log_history:
+        for key in ("eval_loss", "eval_letters_accuracy"):
+            if key in entry:
+                points.setdefault(entry["step"], {"step": entry["step"]})[key] = round(entry[key], 4)
+    return [points[step] for step in sorted(points)]
+
+
 def score_only_supervised_positions() -> None:
     """Make TRL's fused LM head project only the positions that carry a label, on CPU too.
 
@@ -365,6 +401,7 @@ def sft_config(cfg: TrainConfig, output_dir: str | Path, has_eval: bool = True, 
         train_sampling_strategy="random" if pad_to_max else "group_by_length",
         eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval_steps, save_strategy="steps",
         save_steps=cfg.save_steps, save_total_limit=2, logging_steps=cfg.logging_steps, report_to="none",
+        eval_on_start=has_eval,  # step 0 = the base model (LoRA starts as a no-op): the curve starts at the base
         seed=cfg.seed, data_seed=cfg.seed, load_best_model_at_end=cfg.early_stopping_patience is not None,
         metric_for_best_model="eval_loss" if cfg.early_stopping_patience is not None else None,
         dataloader_num_workers=0, disable_tqdm=False,
@@ -372,7 +409,7 @@ def sft_config(cfg: TrainConfig, output_dir: str | Path, has_eval: bool = True, 
 
 
 def build_trainer(cfg: TrainConfig, train_ds, eval_ds, output_dir: str | Path, pad_to_max: bool = False,
-                  model=None, tokenizer=None):
+                  model=None, tokenizer=None, callbacks: list | None = None):
     """SFTTrainer on the 4-bit base with LoRA; `pad_to_max` reproduces the prior work's batching (for the bench)."""
     from peft import prepare_model_for_kbit_training
     from transformers import EarlyStoppingCallback
@@ -384,7 +421,8 @@ def build_trainer(cfg: TrainConfig, train_ds, eval_ds, output_dir: str | Path, p
         model = models.load_model(cfg.model, quantize_4bit=True)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     args = sft_config(cfg, output_dir, has_eval=eval_ds is not None and len(eval_ds) > 0, pad_to_max=pad_to_max)
-    callbacks = ([EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else [])
+    callbacks = list(callbacks or []) + (
+        [EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else [])
     trainer = _length_grouped_trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=callbacks)
     trainer.data_collator = UsefulTokenCounter(trainer.data_collator)
@@ -446,7 +484,9 @@ def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, m
                                         cfg.max_length)
     eval_ds, eval_len = drop_overlong(training_examples(splits["validation"], cfg, tokenizer), tokenizer,
                                       cfg.max_length)
-    trainer = build_trainer(cfg, train_ds, eval_ds, output_dir, tokenizer=tokenizer)
+    held_out = [held_out_letters_accuracy(list(splits["validation"]), tokenizer, cfg.per_device_batch)] if (
+        cfg.task == "cosmos" and len(splits["validation"])) else []
+    trainer = build_trainer(cfg, train_ds, eval_ds, output_dir, tokenizer=tokenizer, callbacks=held_out)
     resume = last_checkpoint(output_dir)
     print(f"[train] {cfg.preset}/{cfg.hardware}: {len(train_ds)} train, {len(eval_ds)} validation examples; "
           f"trainable parameters {count_parameters(trainer.model)[0]:,}; "
@@ -481,13 +521,29 @@ def merge_adapter(model: str, adapter: str | Path, out_dir: str | Path) -> Path:
     return Path(out_dir)
 
 
+def dry_run(cfg: TrainConfig, output_dir: str | Path, source: str | None = None) -> dict:
+    """What `train` would do, without loading a model: the resolved config, data counts, memory estimate, resume
+    point and the command (for runs that need a GPU, the network or hours)."""
+    splits, report = load_task_data(cfg, source)
+    plan = {"config": asdict(cfg), "data": source or cfg.data, "rows": {k: len(v) for k, v in splits.items()},
+            "rejected_rows": report.n_rejected, "warnings": report.warnings,
+            "memory_estimate_gb": memory_estimate(cfg), "resume_from": last_checkpoint(output_dir),
+            "command": f"python -m lib.train --preset {cfg.preset} --hardware {cfg.hardware} --output-dir {output_dir}"
+                       + (f" --source {source}" if source else "")}
+    return plan
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="QLoRA fine-tuning (resumes from the last checkpoint).")
     parser.add_argument("--preset", required=True, choices=sorted(PRESETS))
     parser.add_argument("--hardware", default="smoke", choices=sorted(HARDWARE))
     parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--source", help="override the preset's data source")
+    parser.add_argument("--source", help="override the preset's data source (Hub id, file or folder)")
     parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--epochs", type=float)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--lora-r", type=int, help="LoRA rank (alpha follows it)")
+    parser.add_argument("--option-rotations", type=int, help="cosmos: show each question with its options rotated")
     parser.add_argument("--save-steps", type=int)
     parser.add_argument("--eval-steps", type=int)
     parser.add_argument("--train-rows", type=int)
@@ -496,11 +552,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-device-batch", type=int)
     parser.add_argument("--model")
     parser.add_argument("--optimizer", help="override the hardware's optimizer (lib.launch passes adamw_torch for FSDP)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved config, data counts, memory estimate and command; train nothing")
     args = parser.parse_args(argv)
     cfg = config_for(args.preset, args.hardware, max_steps=args.max_steps, save_steps=args.save_steps,
                      eval_steps=args.eval_steps, train_rows=args.train_rows, validation_rows=args.validation_rows,
                      batch_size=args.batch_size, per_device_batch=args.per_device_batch, model=args.model,
-                     optimizer=args.optimizer)
+                     optimizer=args.optimizer, epochs=args.epochs, learning_rate=args.learning_rate,
+                     lora_r=args.lora_r, lora_alpha=args.lora_r, option_rotations=args.option_rotations)
+    if args.dry_run:
+        print(json.dumps(dry_run(cfg, args.output_dir, args.source), indent=2, default=str))
+        return
     summary = train(cfg, args.output_dir, args.source)
     print(json.dumps({k: summary[k] for k in ("global_step", "resumed_from", "trainable_parameters")}))
 

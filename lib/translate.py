@@ -32,7 +32,7 @@ from lib.secrets import get_secret
 SOURCE_KEYS = ("context", "question", "answer0", "answer1", "answer2", "answer3")
 TARGET_KEYS = ("contexto", "pergunta", "A", "B", "C", "D")
 FIELD_PAIRS = dict(zip(SOURCE_KEYS, TARGET_KEYS))
-NONE_EN, NONE_PT = "None of the above choices .", "Nenhuma das opções acima."
+NONE_EN, NONE_PT = "None of the above choices .", data.NONE_OF_THE_ABOVE
 
 SYSTEM_PROMPT = f"""Você é um tradutor profissional de inglês para português do Brasil.
 Você recebe um objeto JSON com as chaves "context", "question", "answer0", "answer1", "answer2" e "answer3":

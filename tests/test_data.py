@@ -153,8 +153,52 @@ def test_limit_counts_rows_beyond_it(tmp_path):
 def test_missing_local_source_and_missing_split_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         data.load(tmp_path / "nope.jsonl", "canarim")
-    with pytest.raises(ValueError, match="split"):
-        data.load(paths.SAMPLES / "canarim.jsonl", "canarim", splits=["validation"])
+    folder = tmp_path / "pt"
+    folder.mkdir()
+    write_lines(folder / "train.jsonl", [json.dumps(GOOD_PT)])
+    write_lines(folder / "validation.jsonl", [json.dumps(pt(id="ok-2"))])
+    with pytest.raises(ValueError, match=r"\['test'\] not found .*has: \['train', 'validation'\]"):
+        data.load(folder, "cosmos_qa_pt", splits=["test"])
+
+
+def test_a_single_file_serves_whatever_split_is_asked(tmp_path):
+    path = write_lines(tmp_path / "pt.jsonl", [json.dumps(GOOD_PT)])
+    dataset, report = data.load(path, "cosmos_qa_pt", splits=["validation"])
+    assert list(dataset) == ["validation"] and dataset["validation"]["id"] == ["ok-1"]
+    assert "single split" in report.warnings[0]
+    canarim, _ = data.load(paths.SAMPLES / "canarim.jsonl", "canarim", splits=["validation"])
+    assert len(canarim["validation"]) == 96
+
+
+def test_training_hold_out_is_seeded_and_clamped_for_small_sources(tmp_path, capsys):
+    rows = [pt(id=f"r{i}") for i in range(40)]
+    path = write_lines(tmp_path / "pt.jsonl", [json.dumps(r) for r in rows])
+    splits, _ = data.train_validation(path, "cosmos_qa_pt", 1500, seed=1)  # a preset sized for the Hub dataset
+    assert (len(splits["train"]), len(splits["validation"])) == (36, 4)
+    assert "holding out 4 for validation (10 %) instead of the 1500" in capsys.readouterr().out
+    again, _ = data.train_validation(path, "cosmos_qa_pt", 1500, seed=1)
+    assert again["validation"]["id"] == splits["validation"]["id"]
+    assert data.holdout_size(96, 16) == (16, None) and data.holdout_size(100, None) == (10, None)
+    assert data.holdout_size(100, 0.2) == (20, None)
+    # a folder with its own validation split: used as is, unless the caller keeps it unseen (validation_from="train")
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    write_lines(folder / "train.jsonl", [json.dumps(r) for r in rows])
+    write_lines(folder / "validation.jsonl", [json.dumps(pt(id="v1")), json.dumps(pt(id="v2"))])
+    own, _ = data.train_validation(folder, "cosmos_qa_pt", 8, seed=0)
+    assert own["validation"]["id"] == ["v1", "v2"] and len(own["train"]) == 40
+    kept_apart, _ = data.train_validation(folder, "cosmos_qa_pt", 8, seed=0, validation_from="train")
+    assert len(kept_apart["validation"]) == 8 and not {"v1", "v2"} & set(kept_apart["validation"]["id"])
+
+
+def test_shortcut_baselines_and_none_of_the_above():
+    long_right = pt(A="Em Natal.", B="Em Recife, no bairro de Boa Viagem.", C="Em Belém.", D="Em Manaus.")
+    overlap_right = pt(id="2", contexto="Ana mora em Recife.", A="Ela mora em Recife.", B="No Rio.", C="Em Belém do Pará, no Norte.",
+                       D="Em São Paulo.", Label="A")
+    got = data.shortcut_baselines([long_right, overlap_right])
+    assert got["longest"] == 0.5 and got["max_overlap"] == 1.0 and got["shortest"] == 0.0 and got["chance"] == 0.25
+    assert data.is_none_of_the_above("Nenhuma das opções acima.") and data.is_none_of_the_above(" nenhuma das  opções acima ")
+    assert not data.is_none_of_the_above("Nenhuma das opções acima está errada.")
 
 
 def test_label_mapping_round_trip_and_errors():
