@@ -11,7 +11,8 @@ PROCESSED = DATA / "processed"
 # Converted embedded models (~1.6 GB); overridable so several clones can share one cache.
 MODELS = Path(os.environ.get("PTLLM_MODELS_DIR", DATA / "models"))
 NOTEBOOKS = ROOT / "notebooks"
-RESULTS = ROOT / "results"
+# Overridable so the test suite can run documented commands without touching the committed results.
+RESULTS = Path(os.environ.get("PTLLM_RESULTS_DIR", ROOT / "results"))
 
 
 def output_dir(path: str | Path) -> Path:

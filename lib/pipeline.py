@@ -3,7 +3,8 @@
 Profiles (the one place that says which model and data each notebook uses per profile):
 - `smoke`: embedded model on CPU, shipped samples and synthetic data; minutes. The default.
 - `full`: the real 7B models and Hub datasets (Colab Pro / RTX 3090).
-Executed copies go to `results/<profile>/notebooks/`, artifacts to `results/<profile>/<notebook-stem>/`.
+Executed copies go to `results/<profile>/notebooks/`, artifacts to `results/<profile>/<notebook-stem>/`, the timing
+of a whole-chain run to `results/<profile>/pipeline.json`. `--dry-run` prints what would run, with which parameters.
 """
 from __future__ import annotations
 
@@ -60,15 +61,38 @@ def parameters_for(notebook: Path, profile: str, overrides: dict | None = None,
     return {k: v.replace("{results}", results) if isinstance(v, str) else v for k, v in params.items()}
 
 
-def run(profile: str = "smoke", only: list[str] | None = None, overrides: dict | None = None,
-        kernel: str = "python3", notebook_dir: Path = paths.NOTEBOOKS, results_root: Path = paths.RESULTS) -> list[Path]:
-    """Execute notebooks in order; the first failure stops the run with the failing cell's error."""
-    import papermill
+def declared_parameters(notebook: Path) -> set[str]:
+    """Names assigned in the notebook's `parameters` cell."""
+    import nbformat
 
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # kernels inherit it: readable executed copies
+    cell = next(c for c in nbformat.read(notebook, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    return {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets
+            if isinstance(t, ast.Name)}
+
+
+def plan(profile: str = "smoke", only: list[str] | None = None, overrides: dict | None = None,
+         notebook_dir: Path = paths.NOTEBOOKS, results_root: Path = paths.RESULTS) -> list[tuple[str, dict]]:
+    """(notebook, parameters) in run order, without running anything; a `-p` name no selected notebook declares
+    is an error (a typo would otherwise be injected silently)."""
     selected = notebooks(only, notebook_dir)
     if not selected:
         raise SystemExit(f"no notebook matches {only!r} in {notebook_dir}")
+    declared = set().union(*(declared_parameters(nb) for nb in selected))
+    unknown = sorted(k for k in (overrides or {}) if k not in declared and not (k[:2].isdigit()))
+    if unknown:
+        raise SystemExit(f"parameter(s) {unknown} are declared by none of {[nb.stem for nb in selected]}")
+    return [(nb.name, parameters_for(nb, profile, overrides, results_root)) for nb in selected]
+
+
+def run(profile: str = "smoke", only: list[str] | None = None, overrides: dict | None = None,
+        kernel: str = "python3", notebook_dir: Path = paths.NOTEBOOKS, results_root: Path = paths.RESULTS) -> list[Path]:
+    """Execute notebooks in order; the first failure stops the run with the failing cell's error. A whole-chain run
+    writes `results/<profile>/pipeline.json` (seconds per notebook, `total_s`)."""
+    import papermill
+
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # kernels inherit it: readable executed copies
+    plan(profile, only, overrides, notebook_dir, results_root)  # unknown notebooks or parameters stop here
+    selected = notebooks(only, notebook_dir)
     executed_dir = results_root / profile / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
     done, seconds, started = [], {}, time.monotonic()
@@ -109,8 +133,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="*", help="notebook numbers or stems, e.g. 02 03")
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="parameter override for every selected notebook (Python literal or string)")
+    parser.add_argument("--dry-run", action="store_true", help="print each notebook and its parameters; run nothing")
     args = parser.parse_args(argv)
-    run(args.profile, args.only, {name: _value(value) for name, value in args.p})
+    overrides = {name: _value(value) for name, value in args.p}
+    if args.dry_run:
+        for name, params in plan(args.profile, args.only, overrides):
+            print(name, params)
+        return
+    run(args.profile, args.only, overrides)
 
 
 if __name__ == "__main__":

@@ -16,15 +16,26 @@ def _ci(ci) -> str:
 
 
 def summary_table(results_dir: str | Path = paths.RESULTS / "smoke") -> str:
-    """Markdown table: each headline metric of notebooks 06 and 07, base vs tuned."""
+    """Markdown table: each headline metric of notebooks 06 and 07, base vs tuned — the natural multiple-choice
+    result first, next to chance and the rules that answer without reading."""
     results_dir = Path(results_dir)
     mc = json.loads((results_dir / "06_accuracy_analysis" / "comparison.json").read_text(encoding="utf-8"))
     inst = json.loads((results_dir / "07_instruction_following_eval" / "comparison.json").read_text(encoding="utf-8"))
+    cues = mc.get("shortcut_baselines") or {}
+    best_cue = max((v, k) for k, v in cues.items() if k != "chance" and v is not None) if cues else None
+    mechanics = mc.get("mechanics_check") or {}
     rows = [
-        ("SYNTHETIC held-out accuracy, `letters` (06)", _pct(mc["base_accuracy"]) + _ci(mc["base_ci95"]),
-         _pct(mc["tuned_accuracy"]) + _ci(mc["tuned_ci95"]), f"McNemar p = {mc['mcnemar_p']:.2g}", mc["n"]),
+        (f"natural PT questions, `{mc['split']}` split, `{mc['mode']}` accuracy (06)",
+         _pct(mc["base_accuracy"]) + _ci(mc["base_ci95"]), _pct(mc["tuned_accuracy"]) + _ci(mc["tuned_ci95"]),
+         f"McNemar p = {mc['mcnemar_p']:.2g}", mc["n"]),
+        ("same questions, base `options` acc / acc_norm (06)",
+         f"{_pct(mc.get('base_options_accuracy'))} / {_pct(mc.get('base_options_acc_norm'))}", "", "", mc["n"]),
+        ("same questions: chance / best shortcut rule (06)", _pct(cues.get("chance", 0.25)),
+         "", f"best rule: {best_cue[1]} option, {_pct(best_cue[0])}" if best_cue else "", mc["n"]),
         ("invalid answers, `generate` mode (06)", _pct(mc.get("base_generate_invalid_rate")),
          _pct(mc.get("tuned_generate_invalid_rate")), "", mc.get("generate_n", "")),
+        ("SYNTHETIC mechanics check, `letters` (06; solvable by word overlap)", _pct(mechanics.get("base_accuracy")),
+         _pct(mechanics.get("tuned_accuracy")), "", mechanics.get("n", "")),
         ("EOS-stop rate (07)", _pct(inst["base_eos_stop_rate"]), _pct(inst["tuned_eos_stop_rate"]), "", inst["n"]),
         ("repeated 4-gram rate (07, lower is better)", _pct(inst["base_repeated_4gram_rate"]),
          _pct(inst["tuned_repeated_4gram_rate"]), "", inst["n"]),
@@ -35,6 +46,12 @@ def summary_table(results_dir: str | Path = paths.RESULTS / "smoke") -> str:
     ]
     lines = ["| metric | base | tuned | test | n |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {base} | {tuned} | {test} | {n} |" for name, base, tuned, test, n in rows]
+    timing = results_dir / "pipeline.json"
+    if timing.is_file():
+        run = json.loads(timing.read_text(encoding="utf-8"))
+        lines += ["", f"`make pipeline` ({run['profile']} profile, {run.get('cpu_count', '?')} CPU cores, no GPU): "
+                      f"{run['total_s'] / 60:.1f} min for {len(run['notebooks'])} notebooks "
+                      f"([`pipeline.json`]({paths.relative(timing)}))."]
     return "\n".join(lines)
 
 

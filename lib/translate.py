@@ -427,6 +427,26 @@ def translate_dataset(source: str, output_dir: str | Path, backend, splits: list
     return portuguese, source_ds, report, translator, stats
 
 
+def dry_run(source: str, output_dir: str | Path, splits: list[str] | None = None, limit: int | None = None) -> dict:
+    """What a run would do: rows per split of a local source (a Hub id is only fetched by a real run), and how many
+    records the output folder already holds in its cache and failure ledger."""
+    output_dir = Path(output_dir)
+    plan = {"source": source, "output_dir": str(output_dir),
+            "cached": sum(1 for _ in open(output_dir / "cache.jsonl", encoding="utf-8"))
+            if (output_dir / "cache.jsonl").exists() else 0,
+            "failed_in_ledger": sum(1 for _ in open(output_dir / "ledger.jsonl", encoding="utf-8"))
+            if (output_dir / "ledger.jsonl").exists() else 0}
+    from lib import paths
+
+    local = Path(paths.resolve_source(source))
+    if local.exists():
+        rows, report = data.load(local, "cosmos_qa_en", splits=splits, limit=limit)
+        plan.update({"rows": {k: len(v) for k, v in rows.items()}, "rejected_rows": report.n_rejected})
+    else:
+        plan["rows"] = "Hub dataset: fetched by the real run"
+    return plan
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Translate Cosmos QA to pt-BR (resumable).")
     parser.add_argument("--source", required=True, help="hub id (cosmos_qa) or local file/folder")
@@ -441,10 +461,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backoff-base", type=float, default=1.0)
     parser.add_argument("--unstructured", action="store_true", help="plain JSON instructions, no response_format")
     parser.add_argument("--retry-failed", action="store_true", help="re-try only the ledger")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (source rows, records already cached or failed); translate nothing")
     args = parser.parse_args(argv)
+    if args.dry_run:
+        print(json.dumps(dry_run(args.source, args.output_dir, args.splits, args.limit), indent=2,
+                         ensure_ascii=False) + f"\nbackend {args.backend}, model {args.model}, {args.workers} workers")
+        return
     backend = make_backend(args.backend, args.model, args.base_url, structured=not args.unstructured)
+    from lib import paths
+
     portuguese, _, report, translator, stats = translate_dataset(
-        args.source, args.output_dir, backend, splits=args.splits, limit=args.limit, workers=args.workers,
+        paths.resolve_source(args.source), args.output_dir, backend, splits=args.splits, limit=args.limit, workers=args.workers,
         max_retries=args.max_retries, retry_failed=args.retry_failed, backoff_base=args.backoff_base)
     print(report.summary())
     print(f"done {stats.done} (before: {stats.done_before}), failed {stats.failed}, "

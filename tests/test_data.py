@@ -25,7 +25,7 @@ def pt(**changes):
 # ---------------------------------------------------------------- shipped samples
 
 @pytest.mark.parametrize("name, schema, minimum", [("cosmos_qa_en.jsonl", "cosmos_qa_en", 40),
-                                                   ("cosmos_qa_ptbr.jsonl", "cosmos_qa_pt", 80),
+                                                   ("cosmos_qa_ptbr", "cosmos_qa_pt", 300),
                                                    ("canarim.jsonl", "canarim", 80)])
 def test_shipped_samples_are_fully_valid(name, schema, minimum):
     dataset, report = data.load(paths.SAMPLES / name, schema)

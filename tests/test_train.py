@@ -1,6 +1,6 @@
 import pytest
 
-from lib import evaluate, models, prompts, synthetic, train
+from lib import data, evaluate, models, paths, prompts, synthetic, train
 
 
 # ---------------------------------------------------------------- presets on the real architectures (meta device)
@@ -23,7 +23,8 @@ def test_hardware_variants_keep_the_effective_batch():
     assert a100.per_device_batch * a100.grad_accum == rtx.per_device_batch * rtx.grad_accum == 32
     assert rtx.gradient_checkpointing and "8bit" in rtx.optimizer
     smoke = train.config_for("zephyr-cosmosqa", "smoke")
-    assert smoke.model == "embedded" and smoke.data == "data/processed/synthetic_mc"
+    assert smoke.model == "embedded" and smoke.data == "data/samples/cosmos_qa_ptbr"
+    assert smoke.validation_from == "train"  # the corpus's validation split stays unseen until notebook 06
     with pytest.raises(ValueError, match="unknown preset"):
         train.config_for("nope")
 
@@ -135,7 +136,8 @@ def test_every_lora_weight_still_learns_after_an_evaluation(tmp_path):
     trainer.train()
     assert len(missing) == 3 and missing == [[], [], []], "LoRA weights without gradient after an evaluation"
     evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
-    assert len(evals) == 3 and len(set(evals)) == 3  # the evaluated model changes from step to step
+    # step 0 (eval_on_start: the base model) and after each of the 3 steps: the evaluated model changes every time
+    assert len(evals) == 4 and len(set(evals)) == 4
 
 
 def test_option_rotations_move_the_label_with_its_option():
@@ -179,6 +181,18 @@ def test_overlong_examples_are_dropped_and_reported(trainers):
     assert report["examples"] == 4 and report["over_max_length"] == 4 - len(kept) and report["tokens_over"] > 0
 
 
+def test_chat_examples_are_measured_in_tokens(trainers):
+    """Regression: transformers 5 returns a BatchEncoding from apply_chat_template(tokenize=True), whose len() is 2
+    (its keys): no chat example was ever found overlong."""
+    _, tokenizer, rows = trainers["zephyr-cosmosqa"]
+    examples = train.training_examples(rows, train.config_for("zephyr-cosmosqa", "smoke"), tokenizer)
+    rendered = prompts.render_cosmos(rows[0], tokenizer)
+    n = len(evaluate.encode(tokenizer, rendered["prompt"] + rendered["completion"]))
+    assert train.token_length(examples[0], tokenizer) == n > 50
+    kept, report = train.drop_overlong(examples, tokenizer, max_length=50)
+    assert len(kept) == 0 and report["over_max_length"] == 4
+
+
 def test_training_killed_after_a_checkpoint_resumes_and_ends_at_the_planned_step(tmp_path):
     """SIGKILL a real training run after its first checkpoint, rerun the same command, check the continuation."""
     import json
@@ -217,3 +231,43 @@ def test_training_killed_after_a_checkpoint_resumes_and_ends_at_the_planned_step
         assert (out / "checkpoint-4" / name).exists(), name
     assert any(p.name.startswith("rng_state") for p in (out / "checkpoint-4").iterdir())
     assert (out / "final_adapter" / "adapter_config.json").exists()
+
+
+# ---------------------------------------------------------------- data sources (one rule, lib.data.train_validation)
+
+def test_a_single_file_trains_with_a_seeded_hold_out(tmp_path):
+    single = paths.SAMPLES / "cosmos_qa_ptbr" / "train.jsonl"
+    cfg = train.config_for("zephyr-cosmosqa", "rtx3090")
+    splits, _ = train.load_task_data(cfg, str(single))
+    n = len(splits["train"]) + len(splits["validation"])
+    assert len(splits["validation"]) == n // 10 and not set(splits["train"]["id"]) & set(splits["validation"]["id"])
+
+
+def test_a_preset_hold_out_larger_than_a_small_source_is_clamped(capsys):
+    cfg = train.config_for("sabia-canarim", "rtx3090")
+    splits, _ = train.load_task_data(cfg, "data/samples/canarim.jsonl")
+    assert (len(splits["train"]), len(splits["validation"])) == (87, 9)
+    assert "instead of the 1500 asked for" in capsys.readouterr().out
+
+
+def test_smoke_cosmos_chooses_steps_on_train_and_never_reads_validation():
+    cfg = train.config_for("zephyr-cosmosqa", "smoke")
+    splits, _ = train.load_task_data(cfg)
+    corpus, _ = data.load(paths.SAMPLES / "cosmos_qa_ptbr", "cosmos_qa_pt")
+    held_out = set(splits["validation"]["id"])
+    assert len(held_out) == cfg.validation_rows and held_out <= set(corpus["train"]["id"])
+    assert not (held_out | set(splits["train"]["id"])) & set(corpus["validation"]["id"])
+
+
+def test_learning_curve_merges_eval_loss_and_held_out_accuracy():
+    log = [{"step": 0, "eval_loss": 9.1}, {"step": 0, "eval_letters_accuracy": 0.25}, {"step": 3, "loss": 4.0},
+           {"step": 5, "eval_loss": 2.0}, {"step": 5, "eval_letters_accuracy": 0.3}]
+    assert train.learning_curve(log) == [{"step": 0, "eval_loss": 9.1, "eval_letters_accuracy": 0.25},
+                                         {"step": 5, "eval_loss": 2.0, "eval_letters_accuracy": 0.3}]
+
+
+def test_dry_run_resolves_config_data_and_memory_without_a_model():
+    cfg = train.config_for("zephyr-cosmosqa", "rtx3090")
+    plan = train.dry_run(cfg, "runs/z", "data/samples/cosmos_qa_ptbr/train.jsonl")
+    assert plan["rows"]["validation"] > 0 and plan["memory_estimate_gb"]["fits"]
+    assert plan["command"].startswith("python -m lib.train --preset zephyr-cosmosqa --hardware rtx3090")
