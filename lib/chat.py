@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from lib import evaluate, prompts
+from lib import inference, prompts
 
 STYLES = ("alpaca", "chat")
 
@@ -35,7 +35,7 @@ def reply_from_ids(tokenizer, new_ids: list[int], stops) -> dict:
     """text / tokens / stopped_on_eos from the ids generated after the prompt.
 
     Generation ends at the first stop token, so it stopped on EOS exactly when the last id is one; otherwise it ran
-    into `max_new_tokens` and the answer is cut off. `tokens` counts the stop token (as `evaluate.generate` does).
+    into `max_new_tokens` and the answer is cut off. `tokens` counts the stop token (as `inference.generate` does).
     """
     stopped = bool(new_ids) and new_ids[-1] in set(stops)
     body = new_ids[:-1] if stopped else new_ids
@@ -74,13 +74,13 @@ class ChatSession:
             raise ValueError(f"style must be one of {STYLES}, got {self.style!r}")
         if self.style == "chat" and not getattr(self.tokenizer, "chat_template", None):
             raise ValueError("this tokenizer has no chat template: use style='alpaca' (e.g. sabia-7b + the 04 adapter)")
-        self.stops = evaluate.stop_token_ids(self.tokenizer)
+        self.stops = inference.stop_token_ids(self.tokenizer)
 
     @classmethod
     def load(cls, model: str, adapter: str | None = None, style: str = "chat", quantize_4bit: bool = False,
              **kwargs) -> "ChatSession":
         """A preset / hub id / folder plus an optional PEFT adapter folder, loaded as notebooks 06-07 load them."""
-        net, tokenizer = evaluate.load_for_eval(model, adapter, quantize_4bit=quantize_4bit)
+        net, tokenizer = inference.load_for_eval(model, adapter, quantize_4bit=quantize_4bit)
         return cls(net, tokenizer, style, **kwargs)
 
     def render(self, text: str) -> str:
@@ -94,7 +94,7 @@ class ChatSession:
     def encode(self, prompt: str) -> list[int]:
         # As training tokenized it (and the evaluators do): Alpaca-PT is plain text and gets the BOS; a rendered
         # chat template already contains it.
-        return evaluate.encode(self.tokenizer, prompt, plain_text=self.style == "alpaca")
+        return inference.encode(self.tokenizer, prompt, plain_text=self.style == "alpaca")
 
     def send(self, text: str, stream: Callable[[str], None] | None = print_piece) -> dict:
         """One turn: stream the reply's text pieces to `stream` (None = silent) and return

@@ -148,6 +148,15 @@ def resolve(model: str) -> tuple[str, dict]:
     return hub_id, kwargs
 
 
+def portable_name(model: str) -> str:
+    """What a saved adapter should call its base: the Hub id of a hub preset, the preset name of an embedded one
+    (its folder is machine-local), a local folder's name, or the Hub id given."""
+    preset = PRESETS.get(model)
+    if preset is not None:
+        return preset.hub_id or preset.name
+    return Path(model).name if Path(model).expanduser().is_dir() else model
+
+
 def describe(model: str) -> str:
     preset = PRESETS.get(model)
     return f"{model}: {preset.description}" if preset else model

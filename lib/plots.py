@@ -151,6 +151,22 @@ def shortcut_baselines(table: dict[str, dict[str, float]], path: str | Path, tit
     return _save(fig, path)
 
 
+def sweep_curves(curves: dict[str, list[dict]], path: str | Path, title: str) -> Path:
+    """Held-out letters accuracy against the step for several training runs, with chance."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for name, curve in curves.items():
+        points = [(p["step"], p["eval_letters_accuracy"]) for p in curve if "eval_letters_accuracy" in p]
+        if points:
+            ax.plot(*zip(*points), "o-", label=name, markersize=3)
+    ax.axhline(0.25, color="grey", linestyle=":", label="chance")
+    ax.set_ylim(0, 0.7)
+    ax.set_xlabel("step")
+    ax.set_ylabel("held-out letters accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def learning_curve(log_history: list[dict], path: str | Path, title: str,
                    reference: dict[str, float] | None = None) -> Path:
     """Held-out `letters` accuracy and eval loss against the optimizer step (step 0 = the base model), with chance

@@ -79,8 +79,46 @@ def update_readme(profile: str = "smoke", readme: Path = paths.ROOT / "README.md
     return True
 
 
-if __name__ == "__main__":
-    import sys
+def sweep(run_dirs: list[str | Path], out_stem: str | Path) -> dict:
+    """Learning curves of several `lib.train` runs side by side (held-out letters accuracy and eval loss per step),
+    from each run's `final_adapter/training_summary.json`: `<out_stem>.json` (+ the config each run changed from the
+    smoke preset) and `<out_stem>.png`."""
+    from lib import plots, train
 
-    profile = sys.argv[1] if len(sys.argv) > 1 else "smoke"
-    print("README table updated" if update_readme(profile) else f"no comparisons in results/{profile}/ yet")
+    runs = {}
+    for run in map(Path, run_dirs):
+        summary = json.loads((run / "final_adapter" / "training_summary.json").read_text(encoding="utf-8"))
+        cfg = summary["config"]
+        default = train.config_for(cfg["preset"], cfg["hardware"])
+        changed = {k: v for k, v in cfg.items() if k in default.__dict__ and v != getattr(default, k)
+                   and not isinstance(getattr(default, k), tuple)}
+        name = ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "smoke preset"
+        runs[name] = {"config_changes": changed, "global_step": summary["global_step"],
+                      "train_examples": summary["truncation"]["train"]["kept"],
+                      "learning_curve": train.learning_curve(summary["log_history"]),
+                      "final_train_loss": next((e["loss"] for e in reversed(summary["log_history"]) if "loss" in e), None)}
+    out_stem = Path(out_stem)
+    paths.write_json(runs, out_stem.with_suffix(".json"))
+    plots.sweep_curves({name: r["learning_curve"] for name, r in runs.items()}, out_stem.with_suffix(".png"),
+                       "held-out letters accuracy by step (smoke, natural train split)")
+    return runs
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Rewrite the README results table from results/<profile>/, or "
+                                                 "plot a sweep of training runs (--sweep).")
+    parser.add_argument("profile", nargs="?", default="smoke")
+    parser.add_argument("--sweep", nargs="+", metavar="RUN_DIR", help="lib.train output folders to compare")
+    parser.add_argument("--out", help="with --sweep: output path without extension")
+    args = parser.parse_args(argv)
+    if args.sweep:
+        for name, run in sweep(args.sweep, args.out or "sweep").items():
+            print(name, [(p["step"], p.get("eval_letters_accuracy")) for p in run["learning_curve"]])
+        return
+    print("README table updated" if update_readme(args.profile) else f"no comparisons in results/{args.profile}/ yet")
+
+
+if __name__ == "__main__":
+    main()

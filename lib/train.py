@@ -536,11 +536,21 @@ def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, m
         "log_history": trainer.state.log_history, "world_size": trainer.args.world_size, "versions": versions(),
     }
     if trainer.is_world_process_zero():  # one writer when several processes train (lib.launch)
+        name_base_portably(final, cfg.model)
         tokenizer.save_pretrained(str(final))
         (final / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
         if merge:
             summary["merged"] = str(merge_adapter(cfg.model, final, output_dir / "merged"))
     return summary
+
+
+def name_base_portably(adapter_dir: str | Path, model: str) -> None:
+    """PEFT writes the base's local folder into `adapter_config.json`; write the preset name or Hub id instead, so a
+    committed or shared adapter names no machine's paths (loading passes the base model itself and ignores it)."""
+    config_path = Path(adapter_dir) / "adapter_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = models.portable_name(model)
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def merge_adapter(model: str, adapter: str | Path, out_dir: str | Path) -> Path:

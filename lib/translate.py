@@ -170,10 +170,10 @@ class LocalBackend:
     """A causal LM from `lib.models` (the embedded model on CPU, any Hub id on a GPU), batched greedy decoding."""
 
     def __init__(self, model: str = "embedded", batch_size: int = 4, max_new_tokens: int | None = None):
-        from lib import evaluate
+        from lib import inference
 
-        self.evaluate = evaluate  # loading, padding and stopping exactly as the evaluators do
-        self.model, self.tokenizer = evaluate.load_for_eval(model)
+        self.inference = inference  # loading, padding and stopping exactly as the evaluators do
+        self.model, self.tokenizer = inference.load_for_eval(model)
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
 
     def complete_batch(self, batch: list[list[dict]]) -> list[str]:
@@ -181,7 +181,7 @@ class LocalBackend:
         # A translation is about as long as its source: budget 1.5x the user turn plus the JSON keys.
         budget = self.max_new_tokens or int(1.5 * max(len(self.tokenizer(m[-1]["content"])["input_ids"])
                                                       for m in batch)) + 48
-        generations = self.evaluate.generate(self.model, self.tokenizer, texts, budget, batch_size=len(batch))
+        generations = self.inference.generate(self.model, self.tokenizer, texts, budget, batch_size=len(batch))
         return [g["text"] for g in generations]
 
 

@@ -6,14 +6,14 @@ import time
 import pytest
 from trl.data_utils import _tokenize  # exactly what SFTTrainer calls on each training example
 
-from lib import chat, evaluate, plots, prompts
+from lib import chat, inference, plots, prompts
 
 INSTRUCTION = "Liste exatamente três frutas tropicais."
 
 
 @pytest.fixture(scope="module")
 def smol():
-    return evaluate.load_for_eval("embedded-small")
+    return inference.load_for_eval("embedded-small")
 
 
 def session(smol, style="chat", max_new_tokens=32):
@@ -83,7 +83,7 @@ def test_an_error_while_streaming_stops_the_generation_thread(smol):
 
 
 def test_stopped_on_eos_is_read_from_the_generated_ids(smol_tokenizer):
-    stops = evaluate.stop_token_ids(smol_tokenizer)
+    stops = inference.stop_token_ids(smol_tokenizer)
     body = smol_tokenizer("Manga, abacaxi e maracujá.", add_special_tokens=False)["input_ids"]
     ended = chat.reply_from_ids(smol_tokenizer, body + [smol_tokenizer.eos_token_id], stops)
     assert ended == {"text": "Manga, abacaxi e maracujá.", "tokens": len(body) + 1, "stopped_on_eos": True}

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from lib import evaluate, pipeline, synthetic
+from lib import evaluate, inference, pipeline, synthetic
 from lib.evaluate import INVALID
 
 OPTIONS = {"A": "Ela foi à praia.", "B": "Ela visitou a avó.", "C": "Ela estudou para a prova.",
@@ -120,7 +120,7 @@ def test_contamination_counts_exact_and_normalised_matches():
 
 @pytest.fixture(scope="module")
 def gemma():
-    return evaluate.load_for_eval("embedded", quantize_4bit=False)
+    return inference.load_for_eval("embedded", quantize_4bit=False)
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def test_perplexity_counts_only_the_completion(gemma):
 
 def test_a_bad_adapter_path_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
-        evaluate.load_for_eval("embedded", adapter=str(tmp_path / "missing"))
+        inference.load_for_eval("embedded", adapter=str(tmp_path / "missing"))
 
 
 def test_notebook_06_evaluates_valid_rows_and_reports_rejected_ones(tmp_path):

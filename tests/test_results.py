@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from lib import data, evaluate, paths, pipeline, report
+from lib import data, evaluate, inference, models, paths, pipeline, report
 
 SMOKE = paths.RESULTS / "smoke"
 METRICS = sorted(SMOKE.glob("*/metrics.json"))
@@ -23,7 +23,10 @@ def test_committed_metrics_record_their_provenance(path):
     for key in ("adapter", "data"):  # repo-relative: the results must not name one machine's folders
         assert not str(metrics[key] or "").startswith("/"), f"{path}: absolute {key} {metrics[key]}"
     if metrics["adapter"]:
-        assert (paths.ROOT / metrics["adapter"] / "adapter_config.json").is_file(), "committed adapter missing"
+        config = paths.ROOT / metrics["adapter"] / "adapter_config.json"
+        assert config.is_file(), "committed adapter missing"
+        base = json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]
+        assert base in models.PRESETS or "/" in base and not base.startswith("/"), f"{config}: base named {base!r}"
 
 
 def _committed(name: str) -> dict:
@@ -41,7 +44,7 @@ def test_committed_letters_accuracies_reproduce(side, tmp_path):
     questions, _ = data.load(paths.resolve_source(comparison["data"]), "cosmos_qa_pt", splits=[comparison["split"]])
     rows = list(questions[comparison["split"]])
     assert len(rows) == comparison["n"]
-    net, tokenizer = evaluate.load_for_eval(comparison["model"], adapter, quantize_4bit=comparison["load_in_4bit"])
+    net, tokenizer = inference.load_for_eval(comparison["model"], adapter, quantize_4bit=comparison["load_in_4bit"])
     metrics, _ = evaluate.mc_run(net, tokenizer, rows, "letters", comparison["model"], adapter,
                                  seed=comparison["seed"])
     assert abs(metrics["accuracy"] - comparison[f"{side}_accuracy"]) <= 1 / comparison["n"] + 1e-9

@@ -1,6 +1,6 @@
 import pytest
 
-from lib import data, evaluate, models, paths, prompts, synthetic, train
+from lib import data, evaluate, inference, models, paths, prompts, synthetic, train
 
 
 # ---------------------------------------------------------------- presets on the real architectures (meta device)
@@ -88,7 +88,7 @@ def test_canarim_batch_supervises_only_the_completion_and_keeps_eos(trainers):
         assert ids[:real].count(tokenizer.eos_token_id) == supervised.count(tokenizer.eos_token_id) == 1
         # Training sees exactly the text inference renders (lib.prompts), tokenized the same way (BOS included).
         assert ids[:real] == tokenizer(formatted["text"])["input_ids"]
-        assert ids[:n_prompt] == evaluate.encode(tokenizer, formatted["prompt"], plain_text=True)
+        assert ids[:n_prompt] == inference.encode(tokenizer, formatted["prompt"], plain_text=True)
 
 
 def test_scoring_only_supervised_positions_gives_the_same_loss(trainers):
@@ -187,7 +187,7 @@ def test_chat_examples_are_measured_in_tokens(trainers):
     _, tokenizer, rows = trainers["zephyr-cosmosqa"]
     examples = train.training_examples(rows, train.config_for("zephyr-cosmosqa", "smoke"), tokenizer)
     rendered = prompts.render_cosmos(rows[0], tokenizer)
-    n = len(evaluate.encode(tokenizer, rendered["prompt"] + rendered["completion"]))
+    n = len(inference.encode(tokenizer, rendered["prompt"] + rendered["completion"]))
     assert train.token_length(examples[0], tokenizer) == n > 50
     kept, report = train.drop_overlong(examples, tokenizer, max_length=50)
     assert len(kept) == 0 and report["over_max_length"] == 4
