@@ -79,6 +79,9 @@ def update_readme(profile: str = "smoke", readme: Path = paths.ROOT / "README.md
     return True
 
 
+BOOKKEEPING = {"eval_steps", "save_steps", "logging_steps"}  # change when a curve is measured, not what is learned
+
+
 def sweep(run_dirs: list[str | Path], out_stem: str | Path) -> dict:
     """Learning curves of several `lib.train` runs side by side (held-out letters accuracy and eval loss per step),
     from each run's `final_adapter/training_summary.json`: `<out_stem>.json` (+ the config each run changed from the
@@ -91,7 +94,7 @@ def sweep(run_dirs: list[str | Path], out_stem: str | Path) -> dict:
         cfg = summary["config"]
         default = train.config_for(cfg["preset"], cfg["hardware"])
         changed = {k: v for k, v in cfg.items() if k in default.__dict__ and v != getattr(default, k)
-                   and not isinstance(getattr(default, k), tuple)}
+                   and not isinstance(getattr(default, k), tuple) and k not in BOOKKEEPING}
         name = ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "smoke preset"
         runs[name] = {"config_changes": changed, "global_step": summary["global_step"],
                       "train_examples": summary["truncation"]["train"]["kept"],

@@ -221,6 +221,11 @@ def test_notebooks_06_and_07_compare_base_and_adapter(tmp_path, random_adapter):
         assert comparison[key] is not None, key
     tuned = json.loads((out / "smoke" / "06_accuracy_analysis" / "metrics.json").read_text())
     assert tuned["adapter"] == random_adapter and tuned["accuracy"] == comparison["tuned_accuracy"]
+    # next to chance and the rules that answer without reading; the base model's options scores; letter habits
+    assert set(comparison["shortcut_baselines"]) == {"longest", "shortest", "max_overlap", "min_overlap", "chance"}
+    assert comparison["shortcut_baselines"] == tuned["shortcut_baselines"]
+    assert 0 <= comparison["base_options_acc_norm"] <= 1 and 0 <= comparison["base_options_accuracy"] <= 1
+    assert sum(comparison["base_pred_distribution"].values()) == sum(comparison["tuned_pred_distribution"].values()) == 6
     pipeline.run("smoke", only=["07"], results_root=out, overrides={
         "adapter": random_adapter, "data": str(paths.SAMPLES / "canarim.jsonl"), "split": "train", "limit": 3,
         "max_new_tokens": 8, "load_in_4bit": False})
