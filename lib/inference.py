@@ -6,12 +6,13 @@ from pathlib import Path
 
 import torch
 
-from lib import models
+from lib import models, paths
 
 
 def load_for_eval(model: str, adapter: str | None = None, quantize_4bit: bool = False):
     """(model, tokenizer) in eval mode; `adapter` is a PEFT adapter folder (None = the base model)."""
     if adapter is not None:
+        adapter = paths.resolve_source(str(adapter))  # a repo-relative folder works from any working directory
         folder = Path(adapter)
         if not (folder / "adapter_config.json").is_file():
             raise FileNotFoundError(f"adapter {adapter!r}: no adapter_config.json there. Pass the folder that "

@@ -567,12 +567,18 @@ def merge_adapter(model: str, adapter: str | Path, out_dir: str | Path) -> Path:
 def dry_run(cfg: TrainConfig, output_dir: str | Path, source: str | None = None) -> dict:
     """What `train` would do, without loading a model: the resolved config, data counts, memory estimate, resume
     point and the command (for runs that need a GPU, the network or hours)."""
-    splits, report = load_task_data(cfg, source)
-    plan = {"config": asdict(cfg), "data": source or cfg.data, "rows": {k: len(v) for k, v in splits.items()},
-            "rejected_rows": report.n_rejected, "warnings": report.warnings,
-            "memory_estimate_gb": memory_estimate(cfg), "resume_from": last_checkpoint(output_dir),
-            "command": f"python -m lib.train --preset {cfg.preset} --hardware {cfg.hardware} --output-dir {output_dir}"
-                       + (f" --source {source}" if source else "")}
+    from lib import paths
+
+    plan = {"config": asdict(cfg), "data": source or cfg.data}
+    if Path(paths.resolve_source(source or cfg.data)).exists():
+        splits, report = load_task_data(cfg, source)
+        plan.update({"rows": {k: len(v) for k, v in splits.items()}, "rejected_rows": report.n_rejected,
+                     "warnings": report.warnings})
+    else:  # a Hub dataset: a dry run needs no network
+        plan["rows"] = "Hub dataset: fetched and split by the real run"
+    plan.update({"memory_estimate_gb": memory_estimate(cfg), "resume_from": last_checkpoint(output_dir),
+                 "command": f"python -m lib.train --preset {cfg.preset} --hardware {cfg.hardware} "
+                            f"--output-dir {output_dir}" + (f" --source {source}" if source else "")})
     return plan
 
 
