@@ -7,6 +7,7 @@ rejects can be written to a file. Nothing is dropped silently.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,8 +77,6 @@ def is_none_of_the_above(option: str) -> bool:
 # ---------------------------------------------------------------- shortcut baselines
 
 def _words(text: str) -> set[str]:
-    import re
-
     return set(re.findall(r"\w+", str(text).lower()))
 
 

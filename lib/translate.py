@@ -431,11 +431,12 @@ def dry_run(source: str, output_dir: str | Path, splits: list[str] | None = None
     """What a run would do: rows per split of a local source (a Hub id is only fetched by a real run), and how many
     records the output folder already holds in its cache and failure ledger."""
     output_dir = Path(output_dir)
-    plan = {"source": source, "output_dir": str(output_dir),
-            "cached": sum(1 for _ in open(output_dir / "cache.jsonl", encoding="utf-8"))
-            if (output_dir / "cache.jsonl").exists() else 0,
-            "failed_in_ledger": sum(1 for _ in open(output_dir / "ledger.jsonl", encoding="utf-8"))
-            if (output_dir / "ledger.jsonl").exists() else 0}
+    def records(name: str) -> int:
+        path = output_dir / name
+        return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()) if path.exists() else 0
+
+    plan = {"source": source, "output_dir": str(output_dir), "cached": records("cache.jsonl"),
+            "failed_in_ledger": records("ledger.jsonl")}
     from lib import paths
 
     local = Path(paths.resolve_source(source))
