@@ -265,7 +265,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="score the unquantized model (default: the 4-bit NF4 base QLoRA trains on, as in 06)")
     args = parser.parse_args(argv)
     net, tokenizer = inference.load_for_eval(args.model, args.adapter, quantize_4bit=args.load_in_4bit)
-    report = crosscheck(net, tokenizer, args.data, args.split, args.mode, args.limit, Path(args.output_dir).resolve(),  # relative to where the command runs, like lib.train
+    output_dir = Path(args.output_dir).resolve()  # relative to where the command runs, like lib.train
+    report = crosscheck(net, tokenizer, args.data, args.split, args.mode, args.limit, output_dir,
                         args.batch_size, args.lm_eval_batch_size, args.model, args.adapter)
     print(json.dumps({k: v for k, v in report.items() if not k.endswith("mismatches")}, indent=1, ensure_ascii=False))
     return report
