@@ -356,6 +356,12 @@ def write_jsonl(rows, path: str | Path) -> Path:
     return path
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Rows of a JSONL file this repo wrote (predictions, outputs); data sources go through `load`."""
+    with Path(path).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def holdout_size(n_rows: int, requested: int | float | None) -> tuple[int, str | None]:
     """(rows to hold out, note). `requested` is a count, a fraction, or None (10 %). A count that would take half
     the source or more (a preset sized for the Hub dataset, run on a small file) is clamped to 10 % of the rows."""

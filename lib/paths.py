@@ -52,8 +52,30 @@ def write_json(obj, path: str | Path) -> Path:
 PROVENANCE = ("notebook", "profile", "data", "split", "model", "adapter", "seed")
 
 
+def machine() -> dict:
+    """The CPU (and GPU) a result was computed on and the instruction-set level torch's kernels used, so that a
+    figure that moves from one machine to another can be traced (results/README.md says how much it may move)."""
+    import platform
+
+    import torch
+
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        cpu = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), cpu)
+        flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), []))
+    except OSError:  # not Linux
+        pass
+    return {"cpu": cpu, "cpu_count": os.cpu_count(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"}),
+            "cpu_4bit_kernel": "fp32 (lib.models.one_cpu_4bit_kernel_path)",
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "torch": torch.__version__}
+
+
 def write_metrics(metrics: dict, path: str | Path) -> Path:
     missing = [k for k in PROVENANCE if k not in metrics]
     if missing:
         raise ValueError(f"{path}: metrics lack the provenance keys {missing} (see lib.paths.PROVENANCE)")
-    return write_json(metrics, path)
+    return write_json({**metrics, "machine": metrics.get("machine") or machine()}, path)

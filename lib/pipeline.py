@@ -24,15 +24,58 @@ PROFILES: dict[str, dict[str, dict]] = {
         "07": {"adapter": "{results}/04_qlora_canarim/adapter/final_adapter"},
         "08": {"adapter": "{results}/04_qlora_canarim/adapter/final_adapter"},
     },
-    "full": {  # real models; adapters from 04/05 are evaluated by passing -p adapter PATH to 06/07
+    "full": {  # the real models and Hub datasets on a GPU; 06/07/08 evaluate the adapters 04/05 trained
         "01": {"source": "allenai/cosmos_qa", "backend": "openai", "model": "gpt-4o-mini", "limit": None,
                "workers": 16, "max_retries": 5, "max_new_tokens": None},
         "02": {"model": "sabia-7b", "source": "dominguesm/Canarim-Instruct-PTBR-Dataset", "limit": 28_500,
-               "max_length": 2048},
-        "08": {"model": "sabia-7b"},  # chat with the 04 adapter: add -p adapter PATH
+               "validation_size": 1_500, "max_length": 1024},  # the sabia-canarim preset's (lib.train)
         "03": {"model": "zephyr-7b-beta", "source": "heloisy/cosmos_qa_ptbr", "limit": None, "max_length": 512},
+        "04": {"model": "sabia-7b", "source": "dominguesm/Canarim-Instruct-PTBR-Dataset", "hardware": "colab-a100",
+               "epochs": None},
+        "05": {"model": "zephyr-7b-beta", "source": "heloisy/cosmos_qa_ptbr", "hardware": "colab-a100",
+               "epochs": None, "eval_steps": None},
+        "06": {"model": "zephyr-7b-beta", "data": "heloisy/cosmos_qa_ptbr", "train_data": "heloisy/cosmos_qa_ptbr",
+               "adapter": "{results}/05_qlora_cosmos_qa/adapter/final_adapter", "generate_limit": 256},
+        "07": {"model": "sabia-7b", "adapter": "{results}/04_qlora_canarim/adapter/final_adapter"},
+        "08": {"model": "sabia-7b", "adapter": "{results}/04_qlora_canarim/adapter/final_adapter"},
     },
 }
+
+# The rehearsal: the full profile's parameters on a CPU without the Hub, for notebooks 02-08. Each 7B model is
+# replaced by its tiny twin (real architecture and tokenizer, random weights: lib.models), each Hub dataset by the
+# shipped sample, processed data goes to its own folder, and runs are cut short; pipeline.json lists every
+# replacement next to the CPU substitutions training made (lib.train.cpu_substitutions) and the checks that ran.
+REHEARSAL_REPLACES = {
+    "sabia-7b": "sabia-7b-tiny", "zephyr-7b-beta": "zephyr-7b-beta-tiny",
+    "dominguesm/Canarim-Instruct-PTBR-Dataset": "data/samples/canarim.jsonl",
+    "heloisy/cosmos_qa_ptbr": "data/samples/cosmos_qa_ptbr",
+}
+REHEARSAL_LIMITS = {
+    "02": {"processed_dir": "data/processed/rehearsal/canarim_alpaca_pt"},
+    "03": {"processed_dir": "data/processed/rehearsal"},
+    "04": {"limit": 16, "max_steps": 2},
+    "05": {"limit": 32, "max_steps": 2},
+    "06": {"limit": 16, "generate_limit": 4, "max_new_tokens": 8, "sample_data": "data/processed/rehearsal/synthetic_mc"},
+    "07": {"limit": 4, "max_new_tokens": 16, "data": "data/processed/rehearsal/canarim_alpaca_pt"},
+    "08": {"limit": 2, "max_new_tokens": 8},
+}
+PROFILES["rehearsal"] = {
+    number: {**{k: REHEARSAL_REPLACES.get(v, v) if isinstance(v, str) else v for k, v in params.items()},
+             **REHEARSAL_LIMITS.get(number, {})}
+    for number, params in PROFILES["full"].items() if number != "01"}
+
+
+PROFILE_NOTEBOOKS = {"rehearsal": sorted(PROFILES["rehearsal"])}  # what a run of the profile executes (default: all)
+
+
+def rehearsal_replacements() -> list[dict]:
+    """Every parameter of the rehearsal that differs from the full profile: notebook, name, full and rehearsal value."""
+    rows = []
+    for number, params in PROFILES["rehearsal"].items():
+        full = PROFILES["full"].get(number, {})
+        rows += [{"notebook": number, "parameter": k, "full": full.get(k, "(notebook default)"), "rehearsal": v}
+                 for k, v in params.items() if full.get(k, object()) != v]
+    return rows
 
 
 def notebooks(only: list[str] | None = None, folder: Path = paths.NOTEBOOKS) -> list[Path]:
@@ -74,7 +117,7 @@ def plan(profile: str = "smoke", only: list[str] | None = None, overrides: dict 
          notebook_dir: Path = paths.NOTEBOOKS, results_root: Path = paths.RESULTS) -> list[tuple[str, dict]]:
     """(notebook, parameters) in run order, without running anything; a `-p` name no selected notebook declares
     is an error (a typo would otherwise be injected silently)."""
-    selected = notebooks(only, notebook_dir)
+    selected = notebooks(only or PROFILE_NOTEBOOKS.get(profile), notebook_dir)
     if not selected:
         raise SystemExit(f"no notebook matches {only!r} in {notebook_dir}")
     declared = set().union(*(declared_parameters(nb) for nb in selected))
@@ -92,6 +135,8 @@ def run(profile: str = "smoke", only: list[str] | None = None, overrides: dict |
 
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # kernels inherit it: readable executed copies
     plan(profile, only, overrides, notebook_dir, results_root)  # unknown notebooks or parameters stop here
+    chain = not only  # a whole-chain run: its timing is what README quotes
+    only = only or PROFILE_NOTEBOOKS.get(profile)
     selected = notebooks(only, notebook_dir)
     executed_dir = results_root / profile / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
@@ -113,10 +158,19 @@ def run(profile: str = "smoke", only: list[str] | None = None, overrides: dict |
         done.append(output)
     total = round(time.monotonic() - started, 1)
     print(f"pipeline: {len(done)} notebooks in {total / 60:.1f} min", flush=True)
-    if not only:  # a whole-chain run: its timing is what README quotes
-        paths.write_json({"profile": profile, "notebooks": seconds, "total_s": total, "overrides": overrides or {},
-                          "cpu_count": os.cpu_count(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")},
-                         results_root / profile / "pipeline.json")
+    if chain:
+        record = {"profile": profile, "notebooks": seconds, "total_s": total, "overrides": overrides or {},
+                  "cpu_count": os.cpu_count(), "machine": paths.machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        if profile == "rehearsal":
+            from lib import rehearsal  # loads models: only this profile needs it
+
+            record.update(rehearsal.report(results_root / profile, rehearsal_replacements()))
+            record["total_s"] = round(time.monotonic() - started, 1)
+            for check in record["checks"]:
+                print(f"    {'ok  ' if check['ok'] else 'FAIL'} {check['check']}", flush=True)
+        paths.write_json(record, results_root / profile / "pipeline.json")
+        if not record.get("ok", True):
+            raise SystemExit(f"rehearsal: a check failed (see {results_root / profile / 'pipeline.json'})")
     return done
 
 

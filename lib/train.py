@@ -29,10 +29,11 @@ PRESETS: dict[str, dict] = {
         train_rows=27_000, validation_rows=1_500, epochs=3, max_steps=-1, batch_size=8, learning_rate=2e-4,
         scheduler="cosine", warmup_steps=0, optimizer="paged_adamw_32bit", lora_r=32, lora_alpha=32,
         lora_dropout=0.05, lora_targets=("q_proj", "k_proj", "v_proj"), max_length=1024),
-    # Zephyr-7B-beta on Cosmos QA PT, chat prompts whose target is "Alternativa X".
+    # Zephyr-7B-beta on Cosmos QA PT, chat prompts whose target is "Alternativa X". Steps are chosen on 1 500
+    # questions held out of *train*: the validation split is what notebook 06 reports, and nothing else reads it.
     "zephyr-cosmosqa": dict(
         model="zephyr-7b-beta", task="cosmos", data="heloisy/cosmos_qa_ptbr",
-        train_rows=None, validation_rows=None, epochs=2, max_steps=-1, batch_size=32, learning_rate=4e-5,
+        train_rows=None, validation_rows=1_500, validation_from="train", epochs=2, max_steps=-1, batch_size=32, learning_rate=4e-5,
         scheduler="cosine", warmup_steps=100, optimizer="paged_adamw_8bit", lora_r=16, lora_alpha=16,
         lora_dropout=0.05, lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"),
         max_length=512),
@@ -123,20 +124,14 @@ def config_for(preset: str, hardware: str = "colab-a100", **overrides) -> TrainC
 
 # ---------------------------------------------------------------- parameter counts and memory
 
-ARCHITECTURES = {  # published configs of the real models, for counting/estimating without a download
-    "sabia-7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                     num_attention_heads=32, num_key_value_heads=32, vocab_size=32000),
-    "zephyr-7b-beta": dict(model_type="mistral", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                           num_attention_heads=32, num_key_value_heads=8, vocab_size=32000),
-}
+ARCHITECTURES = models.ARCHITECTURES  # published shapes of the real models (lib.models owns them)
 
 
 def meta_model(model: str):
     """The real architecture on the meta device: shapes only, no weights, no download."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    spec = dict(ARCHITECTURES[model])
-    config = AutoConfig.for_model(spec.pop("model_type"), **spec)
+    config = models.config_object(models.architecture(model))
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(config)
 
@@ -418,6 +413,30 @@ def score_only_supervised_positions() -> None:
     trl_utils._use_triton = compact
 
 
+def cpu_substitutions(cfg: TrainConfig) -> list[dict]:
+    """What training `cfg` on this machine does differently from the GPU its hardware names: nothing on a GPU; on a
+    CPU, one row per setting (`setting`, `gpu`, `here`, `why`). `train` prints them and records them in its summary.
+    The `smoke` hardware is a CPU by design and names no GPU."""
+    if torch.cuda.is_available() or cfg.hardware == "smoke":
+        return []
+    rows = [
+        ("precision", "bf16 mixed precision (fp16 without bf16)", "fp32",
+         "no CPU mixed precision in SFTConfig; fp32 runs 4-8x faster than bf16 on these CPUs"),
+        ("bnb_4bit_compute_dtype", "bfloat16 (float16 without bf16)", "float32", "same reason (lib.models.compute_dtype)"),
+        ("LoRA weights", "bf16 (TRL casts the adapters of a quantized model)", "fp32", "same reason"),
+        ("4-bit matmul", "bitsandbytes CUDA kernels", "NF4 dequantized to fp32, fp32 matmul",
+         "one kernel path on every CPU, with a backward (lib.models.one_cpu_4bit_kernel_path)"),
+        ("LM head and loss", "TRL's fused head over supervised positions", "the same head, plain torch",
+         "TRL only compacts on GPU; forced on CPU (score_only_supervised_positions), same loss"),
+        ("attention", "sdpa (flash / memory-efficient CUDA kernels)", "sdpa (CPU math kernel)",
+         "flash kernels are CUDA-only; the result is the same up to rounding"),
+    ]
+    if "paged" in cfg.optimizer:
+        rows.append(("optimizer", f"{cfg.optimizer}: state paged from GPU to CPU memory under pressure",
+                     f"{cfg.optimizer} on bitsandbytes' CPU kernels, nothing to page", "paging needs CUDA memory"))
+    return [dict(zip(("setting", "gpu", "here", "why"), row)) for row in rows]
+
+
 def sft_config(cfg: TrainConfig, output_dir: str | Path, has_eval: bool = True, pad_to_max: bool = False):
     from trl import SFTConfig
 
@@ -470,19 +489,9 @@ def build_trainer(cfg: TrainConfig, train_ds, eval_ds, output_dir: str | Path, p
 
 
 def keep_4bit_layers_differentiable(model) -> int:
-    """Stop bitsandbytes from switching 4-bit layers to its CPU inference format during evaluation.
-
-    On CPUs with AVX512-BF16, a `Linear4bit` called in eval mode repacks its weight for a fast inference kernel and
-    keeps that format when training resumes; that kernel has no backward, so after the first evaluation no gradient
-    crosses a 4-bit layer (LoRA weights upstream of one stop learning). Training models never pack. Returns the number
-    of layers switched off.
-    """
-    import bitsandbytes as bnb
-
-    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
-    for layer in layers:
-        layer.support_avx512bf16_for_cpu = False
-    return len(layers)
+    """Keep a model's 4-bit layers on the CPU path that has a backward (`lib.models.one_cpu_4bit_kernel_path`,
+    which `load_model` already applies): call it on a model you loaded and quantized yourself."""
+    return models.one_cpu_4bit_kernel_path(model)
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:
@@ -520,6 +529,10 @@ def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, m
     held_out = [held_out_letters_accuracy(list(splits["validation"]), tokenizer, cfg.per_device_batch)] if (
         cfg.task == "cosmos" and len(splits["validation"])) else []
     trainer = build_trainer(cfg, train_ds, eval_ds, output_dir, tokenizer=tokenizer, callbacks=held_out)
+    substitutions = cpu_substitutions(cfg)
+    for row in substitutions:
+        print(f"[train] on CPU instead of {cfg.hardware}: {row['setting']}: {row['here']} (GPU: {row['gpu']})",
+              flush=True)
     resume = last_checkpoint(output_dir)
     print(f"[train] {cfg.preset}/{cfg.hardware}: {len(train_ds)} train, {len(eval_ds)} validation examples; "
           f"trainable parameters {count_parameters(trainer.model)[0]:,}; "
@@ -534,6 +547,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, m
         "trainable_parameters": count_parameters(trainer.model)[0], "resumed_from": resume,
         "global_step": trainer.state.global_step, "useful_token_fraction": trainer.data_collator.useful_fraction,
         "log_history": trainer.state.log_history, "world_size": trainer.args.world_size, "versions": versions(),
+        "cpu_substitutions": substitutions,
     }
     if trainer.is_world_process_zero():  # one writer when several processes train (lib.launch)
         name_base_portably(final, cfg.model)

@@ -37,8 +37,8 @@ def test_tiny_fit_check_trains_through_the_project_path(tiny_row):
     assert row["max_length"] == train.config_for("sabia-canarim").max_length == 1024
     assert row["positions_per_micro_batch"] == [row["per_device_batch"] * row["max_length"]]
     assert row["optimizer"] == "paged_adamw_8bit" and row["gradient_checkpointing"] and row["grad_accum"] == 2
-    # the embedded tokenizer's ids (49 152) exceed the model's vocabulary: taken modulo, and said so
-    assert row["tokenizer"] == "embedded-small" and row["token_ids"].startswith("modulo 32000")
+    # the real tokenizer, offline: the one Sabiá-7B's twin carries (LLaMA's 32 000 ids), nothing remapped
+    assert row["tokenizer"] == "sabia-7b-tiny" and row["token_ids"] == "as tokenized"
     assert row["data"] == "data/samples/canarim.jsonl"
     cfg = fitcheck.fit_config("sabia-canarim", "rtx3090", 2, tiny=True)
     assert row["estimate_gb"] == fitcheck.estimate(cfg, spec)["total"]

@@ -238,7 +238,7 @@ def _load_kwargs(monkeypatch, gpu: bool):
     seen = {}
     monkeypatch.setattr(models, "resolve", lambda model: ("some/model", {}))
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained",
-                        classmethod(lambda cls, name, **kw: seen.update(kw) or "model"))
+                        classmethod(lambda cls, name, **kw: seen.update(kw) or torch.nn.Module()))
     if gpu:
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)

@@ -57,6 +57,8 @@ def test_embedded_model_loads_in_4bit_nf4_and_runs(gemma_tokenizer):
     assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(layers) > 100
+    # one kernel path on every CPU (lib.models.one_cpu_4bit_kernel_path): no bf16 repacking on AVX512-BF16 CPUs
+    assert not any(layer.support_avx512bf16_for_cpu for layer in layers)
     batch = gemma_tokenizer(["A capital do Brasil é"], return_tensors="pt")
     with torch.no_grad():
         logits = model(**batch).logits
