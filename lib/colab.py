@@ -28,6 +28,10 @@ if ROOT is None:  # Colab: clone once; Colab's CUDA torch is kept (requirements.
     if not ROOT.exists():
         subprocess.run(["git", "clone", "--depth", "1", "--branch", "{BRANCH}", REPO_URL, str(ROOT)], check=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements.txt")], check=True)
+    if profile == "full" and not persist_dir:  # a lost runtime must not cost the run: offer Google Drive
+        from google.colab import drive
+        drive.mount("/content/drive")
+        persist_dir = "/content/drive/MyDrive/ptbr-llm-lab"
 os.chdir(ROOT)
 sys.path.insert(0, str(ROOT))'''
 

@@ -38,6 +38,29 @@ def resolve_source(source: str) -> str:
     return str(candidate) if candidate.exists() else source
 
 
+def persist_path(persist_dir: str | Path | None, profile: str, notebook: str, what: str) -> Path | None:
+    """Where a notebook keeps `what` (results, adapter checkpoints, translation cache) under `persist_dir`, e.g. a
+    Google Drive folder: `<persist_dir>/<profile>/<notebook>/<what>`; None when nothing is persisted."""
+    return Path(persist_dir) / profile / notebook / what if persist_dir else None
+
+
+def mirror(src: str | Path, dst: str | Path) -> Path:
+    """Copy folder `src` to `dst` so that `dst` is always whole: copied beside it under a temporary name, then put in
+    place by renames (a runtime lost mid-copy leaves the previous `dst`, or none, never half of one)."""
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    staging, old = dst.with_name(f".{dst.name}.partial"), dst.with_name(f".{dst.name}.old")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(src, staging)
+    shutil.rmtree(old, ignore_errors=True)
+    if dst.exists():
+        dst.rename(old)
+    staging.rename(dst)
+    shutil.rmtree(old, ignore_errors=True)
+    return dst
+
+
 def write_json(obj, path: str | Path) -> Path:
     import json
 

@@ -159,6 +159,9 @@ def run(profile: str = "smoke", only: list[str] | None = None, overrides: dict |
     total = round(time.monotonic() - started, 1)
     print(f"pipeline: {len(done)} notebooks in {total / 60:.1f} min", flush=True)
     if chain:
+        from lib import report  # the adapters' model cards now carry the evaluations that followed their training
+
+        report.update_model_cards(profile, results_root)
         record = {"profile": profile, "notebooks": seconds, "total_s": total, "overrides": overrides or {},
                   "cpu_count": os.cpu_count(), "machine": paths.machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         if profile == "rehearsal":
@@ -187,9 +190,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="*", help="notebook numbers or stems, e.g. 02 03")
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="parameter override for every selected notebook (Python literal or string)")
+    parser.add_argument("--persist-dir", help="checkpoints, adapters, the translation cache and every notebook's "
+                                              "results also go here (e.g. Google Drive): a rerun on a fresh machine "
+                                              "resumes from it (the notebooks' `persist_dir` parameter)")
     parser.add_argument("--dry-run", action="store_true", help="print each notebook and its parameters; run nothing")
     args = parser.parse_args(argv)
     overrides = {name: _value(value) for name, value in args.p}
+    if args.persist_dir:
+        overrides["persist_dir"] = args.persist_dir
     if args.dry_run:
         for name, params in plan(args.profile, args.only, overrides):
             print(name, params)

@@ -369,14 +369,15 @@ def held_out_letters_accuracy(rows: list[dict], tokenizer, batch_size: int = 16)
     from lib import evaluate
 
     class HeldOutLettersAccuracy(TrainerCallback):
+        trainer = None  # set by build_trainer: its `log` reaches the log history and TensorBoard / W&B alike
+
         def on_evaluate(self, args, state, control, model=None, **kwargs):
             was_training = model.training
             model.eval()
             predictions = evaluate.evaluate_mc(model, tokenizer, rows, "letters", batch_size)
             model.train(was_training)
             accuracy = sum(p["correct"] for p in predictions) / len(predictions)
-            state.log_history.append({"step": state.global_step, "epoch": state.epoch,
-                                      "eval_letters_accuracy": round(accuracy, 4), "eval_letters_n": len(rows)})
+            self.trainer.log({"eval_letters_accuracy": round(accuracy, 4), "eval_letters_n": len(rows)})
             print(f"[train] step {state.global_step}: held-out letters accuracy {accuracy:.1%} (n={len(rows)})",
                   flush=True)
 
@@ -437,10 +438,22 @@ def cpu_substitutions(cfg: TrainConfig) -> list[dict]:
     return [dict(zip(("setting", "gpu", "here", "why"), row)) for row in rows]
 
 
-def sft_config(cfg: TrainConfig, output_dir: str | Path, has_eval: bool = True, pad_to_max: bool = False):
+def default_report_to() -> str:
+    """TensorBoard when it is installed (requirements.txt installs it), else no logger."""
+    import importlib.util
+
+    return "tensorboard" if importlib.util.find_spec("tensorboard") else "none"
+
+
+def sft_config(cfg: TrainConfig, output_dir: str | Path, has_eval: bool = True, pad_to_max: bool = False,
+               report_to: str = "none", hub_checkpoints: str | None = None):
+    """`hub_checkpoints`: a Hub repo id that receives every checkpoint as `last-checkpoint/` (private, token from
+    the environment or Colab secrets), so a run can resume from the Hub when every local copy is gone."""
     from trl import SFTConfig
 
     gpu = torch.cuda.is_available()
+    hub = dict(push_to_hub=True, hub_model_id=hub_checkpoints, hub_strategy="checkpoint", hub_private_repo=True,
+               hub_token=hub_token()) if hub_checkpoints else {}
     bf16 = gpu and torch.cuda.is_bf16_supported()
     return SFTConfig(
         output_dir=str(output_dir), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
@@ -452,7 +465,7 @@ def sft_config(cfg: TrainConfig, output_dir: str | Path, has_eval: bool = True, 
         # batches of similar lengths: little padding without packing (which needs flash-attention to be exact)
         train_sampling_strategy="random" if pad_to_max else "group_by_length",
         eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval_steps, save_strategy="steps",
-        save_steps=cfg.save_steps, save_total_limit=2, logging_steps=cfg.logging_steps, report_to="none",
+        save_steps=cfg.save_steps, save_total_limit=2, logging_steps=cfg.logging_steps, report_to=report_to, **hub,
         eval_on_start=has_eval,  # step 0 = the base model (LoRA starts as a no-op): the curve starts at the base
         seed=cfg.seed, data_seed=cfg.seed, load_best_model_at_end=cfg.early_stopping_patience is not None,
         metric_for_best_model="eval_loss" if cfg.early_stopping_patience is not None else None,
@@ -461,8 +474,10 @@ def sft_config(cfg: TrainConfig, output_dir: str | Path, has_eval: bool = True, 
 
 
 def build_trainer(cfg: TrainConfig, train_ds, eval_ds, output_dir: str | Path, pad_to_max: bool = False,
-                  model=None, tokenizer=None, callbacks: list | None = None):
-    """SFTTrainer on the 4-bit base with LoRA; `pad_to_max` reproduces the prior work's batching (for the bench)."""
+                  model=None, tokenizer=None, callbacks: list | None = None, report_to: str = "none",
+                  hub_checkpoints: str | None = None):
+    """SFTTrainer on the 4-bit base with LoRA; `pad_to_max` reproduces the prior work's batching (for the bench).
+    Checkpoints go to `output_dir`, each marked complete once all its files are written (`last_checkpoint`)."""
     from peft import prepare_model_for_kbit_training
     from transformers import EarlyStoppingCallback
 
@@ -472,11 +487,15 @@ def build_trainer(cfg: TrainConfig, train_ds, eval_ds, output_dir: str | Path, p
     if model is None:
         model = models.load_model(cfg.model, quantize_4bit=True)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    args = sft_config(cfg, output_dir, has_eval=eval_ds is not None and len(eval_ds) > 0, pad_to_max=pad_to_max)
-    callbacks = list(callbacks or []) + (
+    args = sft_config(cfg, output_dir, has_eval=eval_ds is not None and len(eval_ds) > 0, pad_to_max=pad_to_max,
+                      report_to=report_to, hub_checkpoints=hub_checkpoints)
+    callbacks = list(callbacks or []) + [checkpoint_marker()] + (
         [EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else [])
     trainer = _length_grouped_trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=callbacks)
+    for callback in callbacks:
+        if hasattr(callback, "trainer"):
+            callback.trainer = trainer
     trainer.data_collator = UsefulTokenCounter(trainer.data_collator)
     if pad_to_max:
         trainer.data_collator.collator.pad_to_multiple_of = cfg.max_length  # every batch padded to max_length
@@ -494,10 +513,111 @@ def keep_4bit_layers_differentiable(model) -> int:
     return models.one_cpu_4bit_kernel_path(model)
 
 
-def last_checkpoint(output_dir: str | Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+# ---------------------------------------------------------------- checkpoints that survive the runtime
 
-    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+COMPLETE = "checkpoint_complete.json"  # written after every other file of a checkpoint: what a resume trusts
+
+
+def mark_complete(folder: str | Path) -> Path:
+    """Record the size of every file of a finished checkpoint, atomically (a partial marker is never read)."""
+    folder = Path(folder)
+    files = {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*"))
+             if p.is_file() and not p.name.startswith(COMPLETE)}
+    partial = folder / (COMPLETE + ".partial")
+    with partial.open("w", encoding="utf-8") as f:
+        json.dump({"files": files}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    return partial.replace(folder / COMPLETE)
+
+
+def is_complete(folder: str | Path) -> bool:
+    """True when the checkpoint's marker lists files that are all there with their recorded sizes: a save cut short
+    (runtime lost, disk full) or a file truncated later (a Drive sync) is not complete."""
+    folder = Path(folder)
+    try:
+        files = json.loads((folder / COMPLETE).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return bool(files) and all((folder / name).is_file() and (folder / name).stat().st_size == size
+                               for name, size in files.items())
+
+
+def checkpoint_marker():
+    from transformers import TrainerCallback
+
+    class MarkCompleteCheckpoints(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):  # called once the checkpoint's files are all written
+            if state.is_world_process_zero:
+                mark_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+    return MarkCompleteCheckpoints()
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest complete `checkpoint-N` in `output_dir`; newer incomplete ones are skipped, and said so."""
+    folder = Path(output_dir)
+    found = sorted((p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True) if folder.is_dir() else []
+    for checkpoint in found:
+        if is_complete(checkpoint):
+            return str(checkpoint)
+        print(f"[train] {checkpoint} is incomplete (cut short while saving, or damaged): not resumed from",
+              flush=True)
+    return None
+
+
+def hub_token() -> str | None:
+    from lib.secrets import get_secret
+
+    return get_secret("HF_TOKEN")
+
+
+# What an adapter upload sends (training_args.bin is a pickle: not shared).
+UPLOAD_PATTERNS = ("README.md", "adapter_config.json", "adapter_model.safetensors", "training_summary.json",
+                   "tokenizer*", "special_tokens_map.json", "chat_template.jinja")
+
+
+def upload_plan(adapter_dir: str | Path, repo_id: str, private: bool = True, checkpoints: bool = False) -> dict:
+    """What `push_adapter` sends: the repo, its visibility, and the files (those present, or those training writes)."""
+    import fnmatch
+
+    folder = Path(adapter_dir)
+    present = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    files = [n for n in present if any(fnmatch.fnmatch(n, pattern) for pattern in UPLOAD_PATTERNS)] if present else [
+        "README.md", "adapter_config.json", "adapter_model.safetensors", "training_summary.json",
+        "tokenizer.json", "tokenizer_config.json", "chat_template.jinja (chat models)"]
+    return {"repo_id": repo_id, "private": private, "folder": str(folder), "files": files,
+            "checkpoints": "every checkpoint as last-checkpoint/ (hub_strategy=checkpoint)" if checkpoints else None,
+            "token": "HF_TOKEN set" if hub_token() else "HF_TOKEN missing (environment or Colab secrets)"}
+
+
+def push_adapter(adapter_dir: str | Path, repo_id: str, private: bool = True) -> str:
+    """Upload the final adapter with its card to a Hub model repo (created private unless `private=False`)."""
+    from huggingface_hub import HfApi
+
+    token = hub_token()
+    if not token:
+        raise RuntimeError("pushing to the Hub needs HF_TOKEN in the environment or in Colab's secrets")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    commit = api.upload_folder(repo_id=repo_id, folder_path=str(adapter_dir), allow_patterns=list(UPLOAD_PATTERNS),
+                               commit_message="final adapter and model card (lib.train)")
+    return str(commit.commit_url if hasattr(commit, "commit_url") else commit)
+
+
+def hub_last_checkpoint(repo_id: str, workdir: str | Path) -> str | None:
+    """`last-checkpoint/` of a Hub repo that received checkpoints, downloaded into `workdir`; None if it has none."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=["last-checkpoint/*"], token=hub_token(),
+                                        local_dir=str(Path(workdir) / "hub")))
+    except Exception as error:  # noqa: BLE001 - no repo yet, no network: start without it, and say so
+        print(f"[train] no checkpoint on the Hub ({type(error).__name__}): {str(error)[:120]}", flush=True)
+        return None
+    checkpoint = folder / "last-checkpoint"
+    return str(checkpoint) if is_complete(checkpoint) else None
 
 
 def versions() -> dict:
@@ -516,9 +636,23 @@ def dataset_hash(ds: datasets.Dataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, merge: bool = False) -> dict:
-    """Load + validate + render data, train (resuming from the last checkpoint), save the final adapter."""
+def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, merge: bool = False,
+          persist_dir: str | Path | None = None, report_to: str | None = None, push_to_hub: str | None = None,
+          hub_checkpoints: bool = False, private: bool = True) -> dict:
+    """Load + validate + render data, train (resuming from the last complete checkpoint), save the final adapter
+    with its model card.
+
+    `persist_dir` (e.g. a folder on Google Drive): checkpoints and TensorBoard logs are written there instead of
+    `output_dir`, and the final adapter is mirrored there, so a rerun on a fresh runtime resumes. `push_to_hub`: a
+    Hub repo id that receives the final adapter and its card (and, with `hub_checkpoints`, every checkpoint, which a
+    rerun with nothing local resumes from).
+    """
+    from lib import paths, report as cards
+
     output_dir = Path(output_dir)
+    checkpoints = Path(persist_dir) if persist_dir else output_dir
+    if push_to_hub and not hub_token():  # fail before hours of training, not after
+        raise RuntimeError("--push-to-hub needs HF_TOKEN in the environment or in Colab's secrets")
     splits, report = load_task_data(cfg, source)
     tokenizer = models.load_tokenizer(cfg.model)
     prepare_pad_token(tokenizer)
@@ -528,31 +662,45 @@ def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, m
                                       cfg.max_length)
     held_out = [held_out_letters_accuracy(list(splits["validation"]), tokenizer, cfg.per_device_batch)] if (
         cfg.task == "cosmos" and len(splits["validation"])) else []
-    trainer = build_trainer(cfg, train_ds, eval_ds, output_dir, tokenizer=tokenizer, callbacks=held_out)
+    report_to = report_to or default_report_to()
+    trainer = build_trainer(cfg, train_ds, eval_ds, checkpoints, tokenizer=tokenizer, callbacks=held_out,
+                            report_to=report_to, hub_checkpoints=push_to_hub if hub_checkpoints else None)
     substitutions = cpu_substitutions(cfg)
     for row in substitutions:
         print(f"[train] on CPU instead of {cfg.hardware}: {row['setting']}: {row['here']} (GPU: {row['gpu']})",
               flush=True)
-    resume = last_checkpoint(output_dir)
+    resume = last_checkpoint(checkpoints)
+    if resume is None and hub_checkpoints and push_to_hub:
+        resume = hub_last_checkpoint(push_to_hub, checkpoints)
     print(f"[train] {cfg.preset}/{cfg.hardware}: {len(train_ds)} train, {len(eval_ds)} validation examples; "
-          f"trainable parameters {count_parameters(trainer.model)[0]:,}; "
+          f"trainable parameters {count_parameters(trainer.model)[0]:,}; checkpoints in {checkpoints}; "
           + (f"resuming from {resume}" if resume else "starting fresh"), flush=True)
+    trainer.args.eval_on_start &= resume is None  # the resumed step was evaluated before the interruption
     trainer.train(resume_from_checkpoint=resume)
     final = output_dir / "final_adapter"
     trainer.save_model(str(final))  # collective under FSDP: every process calls it, the main one writes
+    runtime = next((e["train_runtime"] for e in reversed(trainer.state.log_history) if "train_runtime" in e), None)
     summary = {
         "preset": cfg.preset, "hardware": cfg.hardware, "config": asdict(cfg), "model": cfg.model,
         "data": cfg.data if source is None else source, "split": "train", "seed": cfg.seed, "train_data_hash": dataset_hash(splits["train"]),
+        "rows": {"train": len(splits["train"]), "validation": len(splits["validation"])},
         "rejected_rows": report.n_rejected, "truncation": {"train": train_len, "validation": eval_len},
         "trainable_parameters": count_parameters(trainer.model)[0], "resumed_from": resume,
         "global_step": trainer.state.global_step, "useful_token_fraction": trainer.data_collator.useful_fraction,
         "log_history": trainer.state.log_history, "world_size": trainer.args.world_size, "versions": versions(),
-        "cpu_substitutions": substitutions,
+        "cpu_substitutions": substitutions, "machine": paths.machine(), "train_runtime_s": runtime,
+        "report_to": report_to, "checkpoints": str(checkpoints),
     }
     if trainer.is_world_process_zero():  # one writer when several processes train (lib.launch)
         name_base_portably(final, cfg.model)
         tokenizer.save_pretrained(str(final))
         (final / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+        cards.write_model_card(final)
+        if persist_dir:
+            summary["persisted_adapter"] = str(paths.mirror(final, Path(persist_dir) / "final_adapter"))
+        if push_to_hub:
+            summary["pushed"] = push_adapter(final, push_to_hub, private=private)
+            print(f"[train] final adapter pushed to {push_to_hub} ({'private' if private else 'public'})", flush=True)
         if merge:
             summary["merged"] = str(merge_adapter(cfg.model, final, output_dir / "merged"))
     return summary
@@ -578,9 +726,10 @@ def merge_adapter(model: str, adapter: str | Path, out_dir: str | Path) -> Path:
     return Path(out_dir)
 
 
-def dry_run(cfg: TrainConfig, output_dir: str | Path, source: str | None = None) -> dict:
+def dry_run(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, persist_dir: str | None = None,
+            push_to_hub: str | None = None, hub_checkpoints: bool = False, private: bool = True) -> dict:
     """What `train` would do, without loading a model: the resolved config, data counts, memory estimate, resume
-    point and the command (for runs that need a GPU, the network or hours)."""
+    point, what would be uploaded, and the command (for runs that need a GPU, the network or hours)."""
     from lib import paths
 
     plan = {"config": asdict(cfg), "data": source or cfg.data}
@@ -590,9 +739,14 @@ def dry_run(cfg: TrainConfig, output_dir: str | Path, source: str | None = None)
                      "warnings": report.warnings})
     else:  # a Hub dataset: a dry run needs no network
         plan["rows"] = "Hub dataset: fetched and split by the real run"
-    plan.update({"memory_estimate_gb": memory_estimate(cfg), "resume_from": last_checkpoint(output_dir),
+    plan.update({"memory_estimate_gb": memory_estimate(cfg), "checkpoints": str(persist_dir or output_dir),
+                 "resume_from": last_checkpoint(persist_dir or output_dir),
+                 "uploads": upload_plan(Path(output_dir) / "final_adapter", push_to_hub, private, hub_checkpoints)
+                 if push_to_hub else None,
                  "command": f"python -m lib.train --preset {cfg.preset} --hardware {cfg.hardware} "
-                            f"--output-dir {output_dir}" + (f" --source {source}" if source else "")})
+                            f"--output-dir {output_dir}" + (f" --source {source}" if source else "")
+                            + (f" --persist-dir {persist_dir}" if persist_dir else "")
+                            + (f" --push-to-hub {push_to_hub}" if push_to_hub else "")})
     return plan
 
 
@@ -615,18 +769,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-device-batch", type=int)
     parser.add_argument("--model")
     parser.add_argument("--optimizer", help="override the hardware's optimizer (lib.launch passes adamw_torch for FSDP)")
+    parser.add_argument("--persist-dir", help="checkpoints, TensorBoard logs and a copy of the final adapter go here "
+                                              "(e.g. Google Drive): a rerun on a fresh runtime resumes from it")
+    parser.add_argument("--report-to", choices=["tensorboard", "wandb", "none"],
+                        help="training logger (default: tensorboard when installed)")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the final adapter and its card (HF_TOKEN)")
+    parser.add_argument("--hub-checkpoints", action="store_true",
+                        help="with --push-to-hub: also push every checkpoint, and resume from the Hub's last one")
+    parser.add_argument("--public", action="store_true", help="with --push-to-hub: a public repo (default private)")
     parser.add_argument("--dry-run", action="store_true",
-                        help="print the resolved config, data counts, memory estimate and command; train nothing")
+                        help="print the resolved config, data counts, memory estimate, uploads and command; train "
+                             "nothing")
     args = parser.parse_args(argv)
+    if args.hub_checkpoints and not args.push_to_hub:
+        parser.error("--hub-checkpoints needs --push-to-hub REPO_ID")
     cfg = config_for(args.preset, args.hardware, max_steps=args.max_steps, save_steps=args.save_steps,
                      eval_steps=args.eval_steps, train_rows=args.train_rows, validation_rows=args.validation_rows,
                      batch_size=args.batch_size, per_device_batch=args.per_device_batch, model=args.model,
                      optimizer=args.optimizer, epochs=args.epochs, learning_rate=args.learning_rate,
                      lora_r=args.lora_r, lora_alpha=args.lora_r, option_rotations=args.option_rotations)
+    hub = dict(push_to_hub=args.push_to_hub, hub_checkpoints=args.hub_checkpoints, private=not args.public)
     if args.dry_run:
-        print(json.dumps(dry_run(cfg, args.output_dir, args.source), indent=2, default=str))
+        print(json.dumps(dry_run(cfg, args.output_dir, args.source, args.persist_dir, **hub), indent=2, default=str))
         return
-    summary = train(cfg, args.output_dir, args.source)
+    summary = train(cfg, args.output_dir, args.source, persist_dir=args.persist_dir, report_to=args.report_to, **hub)
     print(json.dumps({k: summary[k] for k in ("global_step", "resumed_from", "trainable_parameters")}))
 
 

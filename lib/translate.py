@@ -413,29 +413,35 @@ def make_backend(backend: str, model: str, base_url: str | None = None, structur
 
 def translate_dataset(source: str, output_dir: str | Path, backend, splits: list[str] | None = None,
                       limit: int | None = None, workers: int = 4, max_retries: int = 3,
-                      retry_failed: bool = False, progress: bool = True, **translator_kwargs):
+                      retry_failed: bool = False, progress: bool = True, persist_dir: str | Path | None = None,
+                      **translator_kwargs):
     """Load + validate the EN source, translate what is not done yet, save the PT DatasetDict.
 
+    `persist_dir` (e.g. on Google Drive) holds the cache and the failure ledger instead of `output_dir`: a rerun on a
+    fresh runtime with the same `persist_dir` requests nothing it already has, and rebuilds the dataset from it.
     Returns (PT DatasetDict, source DatasetDict, validation report, Translator, RunStats).
     """
     source_ds, report = data.load(source, "cosmos_qa_en", splits=splits, limit=limit)
-    translator = Translator(backend, output_dir, workers=workers, max_retries=max_retries, progress=progress,
-                            **translator_kwargs)
+    translator = Translator(backend, persist_dir or output_dir, workers=workers, max_retries=max_retries,
+                            progress=progress, **translator_kwargs)
     stats = translator.run(source_rows(source_ds), retry_failed=retry_failed)
     portuguese = to_portuguese(source_ds, translator.translations())
     data.save(portuguese, output_dir)
     return portuguese, source_ds, report, translator, stats
 
 
-def dry_run(source: str, output_dir: str | Path, splits: list[str] | None = None, limit: int | None = None) -> dict:
+def dry_run(source: str, output_dir: str | Path, splits: list[str] | None = None, limit: int | None = None,
+            persist_dir: str | Path | None = None) -> dict:
     """What a run would do: rows per split of a local source (a Hub id is only fetched by a real run), and how many
-    records the output folder already holds in its cache and failure ledger."""
+    records the cache and failure ledger (in `persist_dir` when given, else the output folder) already hold."""
     output_dir = Path(output_dir)
+    state_dir = Path(persist_dir or output_dir)
+
     def records(name: str) -> int:
-        path = output_dir / name
+        path = state_dir / name
         return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()) if path.exists() else 0
 
-    plan = {"source": source, "output_dir": str(output_dir), "cached": records("cache.jsonl"),
+    plan = {"source": source, "output_dir": str(output_dir), "cache_dir": str(state_dir), "cached": records("cache.jsonl"),
             "failed_in_ledger": records("ledger.jsonl")}
     from lib import paths
 
@@ -462,11 +468,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backoff-base", type=float, default=1.0)
     parser.add_argument("--unstructured", action="store_true", help="plain JSON instructions, no response_format")
     parser.add_argument("--retry-failed", action="store_true", help="re-try only the ledger")
+    parser.add_argument("--persist-dir", help="keep the cache and failure ledger here (e.g. Google Drive): a rerun on "
+                                              "a fresh runtime requests nothing already translated")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan (source rows, records already cached or failed); translate nothing")
     args = parser.parse_args(argv)
     if args.dry_run:
-        print(json.dumps(dry_run(args.source, args.output_dir, args.splits, args.limit), indent=2,
+        print(json.dumps(dry_run(args.source, args.output_dir, args.splits, args.limit, args.persist_dir), indent=2,
                          ensure_ascii=False) + f"\nbackend {args.backend}, model {args.model}, {args.workers} workers")
         return
     backend = make_backend(args.backend, args.model, args.base_url, structured=not args.unstructured)
@@ -474,7 +482,8 @@ def main(argv: list[str] | None = None) -> None:
 
     portuguese, _, report, translator, stats = translate_dataset(
         paths.resolve_source(args.source), args.output_dir, backend, splits=args.splits, limit=args.limit, workers=args.workers,
-        max_retries=args.max_retries, retry_failed=args.retry_failed, backoff_base=args.backoff_base)
+        max_retries=args.max_retries, retry_failed=args.retry_failed, backoff_base=args.backoff_base,
+        persist_dir=args.persist_dir)
     print(report.summary())
     print(f"done {stats.done} (before: {stats.done_before}), failed {stats.failed}, "
           f"{stats.rows_per_second:.2f} rows/s; dataset: {dict(portuguese.num_rows)}")

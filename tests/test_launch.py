@@ -156,7 +156,7 @@ def _train_config_from(argv, monkeypatch):
     """The TrainConfig lib.train builds in each process from the command's arguments (training stubbed out)."""
     seen = {}
 
-    def fake_train(cfg, output_dir, source=None, merge=False):
+    def fake_train(cfg, output_dir, source=None, merge=False, **persistence):
         seen["cfg"] = cfg
         return {"global_step": 0, "resumed_from": None, "trainable_parameters": 0}
 
@@ -285,7 +285,7 @@ import json, os, sys
 import torch.distributed as dist
 from lib import models, train
 
-def fake_train(cfg, output_dir, source=None, merge=False):
+def fake_train(cfg, output_dir, source=None, merge=False, **persistence):
     dist.init_process_group("gloo")
     probe = {"rank": dist.get_rank(), "world": dist.get_world_size(), "strategy": models.distributed_strategy(),
              "local_rank": models.local_rank(), "per_device_batch": cfg.per_device_batch,
