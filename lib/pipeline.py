@@ -36,7 +36,8 @@ PROFILES: dict[str, dict[str, dict]] = {
                "epochs": None, "eval_steps": None},
         "06": {"model": "zephyr-7b-beta", "data": "heloisy/cosmos_qa_ptbr", "train_data": "heloisy/cosmos_qa_ptbr",
                "adapter": "{results}/05_qlora_cosmos_qa/adapter/final_adapter", "generate_limit": 256},
-        "07": {"model": "sabia-7b", "adapter": "{results}/04_qlora_canarim/adapter/final_adapter"},
+        "07": {"model": "sabia-7b", "adapter": "{results}/04_qlora_canarim/adapter/final_adapter",
+               "judge_model": "gpt-4o", "judge_limit": None},  # judge_base_url: any OpenAI-compatible server
         "08": {"model": "sabia-7b", "adapter": "{results}/04_qlora_canarim/adapter/final_adapter"},
     },
 }
@@ -49,6 +50,7 @@ REHEARSAL_REPLACES = {
     "sabia-7b": "sabia-7b-tiny", "zephyr-7b-beta": "zephyr-7b-beta-tiny",
     "dominguesm/Canarim-Instruct-PTBR-Dataset": "data/samples/canarim.jsonl",
     "heloisy/cosmos_qa_ptbr": "data/samples/cosmos_qa_ptbr",
+    "gpt-4o": "zephyr-7b-beta-tiny",  # the judge: a local model instead of a hosted one
 }
 REHEARSAL_LIMITS = {
     "02": {"processed_dir": "data/processed/rehearsal/canarim_alpaca_pt"},
@@ -56,7 +58,7 @@ REHEARSAL_LIMITS = {
     "04": {"limit": 16, "max_steps": 2},
     "05": {"limit": 32, "max_steps": 2},
     "06": {"limit": 16, "generate_limit": 4, "max_new_tokens": 8, "sample_data": "data/processed/rehearsal/synthetic_mc"},
-    "07": {"limit": 4, "max_new_tokens": 16, "data": "data/processed/rehearsal/canarim_alpaca_pt"},
+    "07": {"limit": 4, "max_new_tokens": 16, "data": "data/processed/rehearsal/canarim_alpaca_pt", "judge_limit": 2},
     "08": {"limit": 2, "max_new_tokens": 8},
 }
 PROFILES["rehearsal"] = {

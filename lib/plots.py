@@ -245,3 +245,36 @@ def chat_turns(transcript: list[dict], max_new_tokens: int, path: str | Path, ti
     ax.set_ylabel("tokens generated")
     ax.set_title(title)
     return _save(fig, path)
+
+
+def judge_summary(summary: dict, path: str | Path, title: str) -> Path:
+    """LLM-judge results: B's win rate with its 95 % CI next to the length-controlled rate and the judge's position
+    behaviour, and the 1-10 score distributions of both answers."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    names = ["win rate B", "length-controlled\nwin rate B", "position\nconsistency", "picks what it\nreads first"]
+    values = [summary.get(k) for k in ("win_rate_b", "length_controlled_win_rate_b", "position_consistency",
+                                       "first_position_preference")]
+    shown = [v if v is not None else 0 for v in values]
+    bars = left.bar(names, shown, color=["#4C72B0", "#55A868", "#8172B2", "#C44E52"])
+    ci = summary.get("win_rate_b_ci")
+    if ci and values[0] is not None:
+        left.errorbar([0], [values[0]], yerr=[[values[0] - ci[0]], [ci[1] - values[0]]], color="black", capsize=5)
+    for bar, value in zip(bars, values):
+        left.text(bar.get_x() + bar.get_width() / 2, (value or 0) + 0.02, "–" if value is None else f"{value:.0%}",
+                  ha="center", fontsize=9)
+    left.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    left.set_ylim(0, 1.1)
+    left.set_title(f"pairwise, both orders (n = {summary.get('n')}, ties {summary.get('ties')})", fontsize=10)
+    scores = summary.get("score_distribution") or {}
+    for offset, (side, color) in enumerate((("a", "#4C72B0"), ("b", "#DD8452"))):
+        counts = [scores.get(side, {}).get(str(s), 0) for s in range(1, 11)]
+        mean = summary.get(f"mean_score_{side}")
+        right.bar([s + (offset - 0.5) * 0.4 for s in range(1, 11)], counts, width=0.4, color=color,
+                  label=f"{side.upper()} (mean {mean if mean is not None else '–'})")
+    right.set_xticks(range(1, 11))
+    right.set_xlabel("score (1-10)")
+    right.set_ylabel("answers")
+    right.set_title("pointwise scores", fontsize=10)
+    right.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -44,6 +44,12 @@ def summary_table(results_dir: str | Path = paths.RESULTS / "smoke") -> str:
         ("perplexity of the reference answers (07)", f"{inst['base_perplexity']:.1f}",
          f"{inst['tuned_perplexity']:.1f}", "", inst["n"]),
     ]
+    verdict = inst.get("judge")
+    if verdict and verdict.get("win_rate_b") is not None:
+        rows.append((f"LLM judge: tuned answer preferred, both orders (07; {verdict['kind']}: {verdict['judge_model']})",
+                     "", _pct(verdict["win_rate_b"]) + _ci(verdict["win_rate_b_ci"]),
+                     f"position consistency {_pct(verdict['position_consistency'])}, length-controlled "
+                     f"{_pct(verdict['length_controlled_win_rate_b'])}", verdict["n"]))
     lines = ["| metric | base | tuned | test | n |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {base} | {tuned} | {test} | {n} |" for name, base, tuned, test, n in rows]
     timing = results_dir / "pipeline.json"

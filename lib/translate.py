@@ -15,19 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import random
 import re
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 
-from lib import data
-from lib.secrets import get_secret
+from lib import api, data
+# The client, retries, cache and ledger live in lib.api (shared with lib.judge); these names stay importable here.
+from lib.api import FatalBackendError, JsonlLog, ReplyError, RunStats, TransientError  # noqa: F401
 
 SOURCE_KEYS = ("context", "question", "answer0", "answer1", "answer2", "answer3")
 TARGET_KEYS = ("contexto", "pergunta", "A", "B", "C", "D")
@@ -55,22 +50,6 @@ REPLY_SCHEMA = {  # OpenAI structured outputs (`response_format` json_schema, st
 }
 
 
-class ReplyError(ValueError):
-    """A reply that breaks the protocol; the attempt counts as failed with this reason."""
-
-
-class FatalBackendError(RuntimeError):
-    """An error no retry can fix (bad key, unknown model): the run stops instead of failing every record."""
-
-
-class TransientError(RuntimeError):
-    """Worth retrying: 429, 5xx, timeouts, dropped connections. `retry_after` in seconds when the server said."""
-
-    def __init__(self, reason: str, retry_after: float | None = None):
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
 # ---------------------------------------------------------------- protocol
 
 def messages_for(row: dict) -> list[dict]:
@@ -79,26 +58,13 @@ def messages_for(row: dict) -> list[dict]:
             {"role": "user", "content": json.dumps(payload, ensure_ascii=False)}]
 
 
-_FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
-
-
 def _normalise(text: str) -> str:
     return " ".join(text.lower().split())
 
 
 def parse_reply(reply: str, source: dict) -> dict:
     """Validate a reply (JSON only, never eval) and return the six translated fields; raise ReplyError."""
-    if not isinstance(reply, str) or not reply.strip():
-        raise ReplyError("empty reply")
-    text = reply.strip()
-    if fenced := _FENCE.match(text):
-        text = fenced.group(1)
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ReplyError(f"bad JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
-    if not isinstance(obj, dict):
-        raise ReplyError(f"bad JSON: expected an object, got {type(obj).__name__}")
+    obj = api.json_object(reply)
     letters = [k for k in obj if re.fullmatch(r"[A-Z]", str(k))]
     if len(letters) != 4:
         raise ReplyError(f"option count wrong: {len(letters)} lettered options ({', '.join(sorted(letters))})")
@@ -121,220 +87,41 @@ def parse_reply(reply: str, source: dict) -> dict:
 
 # ---------------------------------------------------------------- backends
 
-class OpenAIBackend:
-    """Any OpenAI-compatible chat-completions server (OpenAI, vLLM, Ollama, llama.cpp server)."""
+class OpenAIBackend(api.OpenAIBackend):
+    """Any OpenAI-compatible chat-completions server; `structured`: the reply's strict JSON schema is sent too."""
 
     def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
                  structured: bool = True, timeout: float = 120.0):
-        import openai
-
-        self.openai = openai
-        self.model, self.structured = model, structured
-        key = api_key or get_secret("OPENAI_API_KEY") or ("not-needed" if base_url else None)
-        if key is None:
-            raise FatalBackendError("OPENAI_API_KEY is not set (environment or Colab secrets)")
-        # Retries are ours (with the ledger and Retry-After), so the client's own are off.
-        self.client = openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0)
-
-    def complete(self, messages: list[dict]) -> str:
-        openai = self.openai
-        kwargs = {"response_format": {"type": "json_schema", "json_schema": REPLY_SCHEMA}} if self.structured else {}
-        try:
-            response = self.client.chat.completions.create(model=self.model, messages=messages, temperature=0,
-                                                           **kwargs)
-        except openai.RateLimitError as error:
-            raise TransientError("HTTP 429 rate limited", _retry_after(error.response)) from None
-        except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as error:
-            raise FatalBackendError(f"{type(error).__name__}: {error}") from None
-        except openai.APITimeoutError:
-            raise TransientError("timeout") from None
-        except openai.APIConnectionError as error:
-            raise TransientError(f"connection error ({error})") from None
-        except openai.APIStatusError as error:
-            if error.status_code >= 500 or error.status_code in (408, 409):
-                raise TransientError(f"HTTP {error.status_code}", _retry_after(error.response)) from None
-            raise ReplyError(f"HTTP {error.status_code}: {str(error)[:200]}") from None
-        if not response.choices:
-            raise ReplyError("reply without choices")
-        return response.choices[0].message.content or ""
+        super().__init__(model, base_url, api_key, timeout=timeout, response_format={
+            "type": "json_schema", "json_schema": REPLY_SCHEMA} if structured else None)
 
 
-def _retry_after(response) -> float | None:
-    try:
-        return max(0.0, float(response.headers.get("retry-after")))
-    except (TypeError, ValueError, AttributeError):
-        return None
+def translation_budget(batch: list[list[dict]], tokenizer) -> int:
+    """A translation is about as long as its source: 1.5x the longest user turn plus the JSON keys."""
+    return int(1.5 * max(len(tokenizer(m[-1]["content"])["input_ids"]) for m in batch)) + 48
 
 
-class LocalBackend:
+class LocalBackend(api.LocalBackend):
     """A causal LM from `lib.models` (the embedded model on CPU, any Hub id on a GPU), batched greedy decoding."""
 
     def __init__(self, model: str = "embedded", batch_size: int = 4, max_new_tokens: int | None = None):
-        from lib import inference
-
-        self.inference = inference  # loading, padding and stopping exactly as the evaluators do
-        self.model, self.tokenizer = inference.load_for_eval(model)
-        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
-
-    def complete_batch(self, batch: list[list[dict]]) -> list[str]:
-        texts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in batch]
-        # A translation is about as long as its source: budget 1.5x the user turn plus the JSON keys.
-        budget = self.max_new_tokens or int(1.5 * max(len(self.tokenizer(m[-1]["content"])["input_ids"])
-                                                      for m in batch)) + 48
-        generations = self.inference.generate(self.model, self.tokenizer, texts, budget, batch_size=len(batch))
-        return [g["text"] for g in generations]
-
-
-# ---------------------------------------------------------------- cache and ledger
-
-class JsonlLog:
-    """Append-only JSONL; each record is one write, flushed and fsynced, under a lock shared by the workers."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._drop_torn_tail()
-        self.lock = threading.Lock()
-
-    def _drop_torn_tail(self) -> None:
-        """A kill during a write can leave half a line at the end: cut it (that record is simply redone)."""
-        if not self.path.exists():
-            return
-        raw = self.path.read_bytes()
-        if raw and not raw.endswith(b"\n"):
-            with self.path.open("r+b") as f:
-                f.truncate(raw.rfind(b"\n") + 1)
-
-    def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        rows = []
-        for number, line in enumerate(self.path.read_text(encoding="utf-8").split("\n"), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    raise ValueError(f"{self.path} line {number} is corrupt; move the file away to start over") from None
-        return rows
-
-    def append(self, record: dict) -> None:
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-        with self.lock, self.path.open("ab") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        super().__init__(model, batch_size=batch_size, max_new_tokens=max_new_tokens, budget=translation_budget)
 
 
 # ---------------------------------------------------------------- the run
 
-@dataclass
-class RunStats:
-    done_before: int = 0
-    done: int = 0
-    failed: int = 0
-    attempts: list[int] = field(default_factory=list)  # per record finished in this run (done or failed)
-    seconds: float = 0.0
+class Translator(api.Jobs):
+    """`lib.api.Jobs` with the translation protocol: cache records are `{"id", "translation", "attempts"}`."""
 
-    @property
-    def rows_per_second(self) -> float:
-        return (self.done + self.failed) / self.seconds if self.seconds else 0.0
-
-
-class Translator:
     def __init__(self, backend, output_dir: str | Path, workers: int = 4, max_retries: int = 3,
                  backoff_base: float = 1.0, backoff_max: float = 60.0, progress: bool = True):
-        self.backend, self.workers, self.max_retries = backend, workers, max_retries
-        self.backoff_base, self.backoff_max, self.progress = backoff_base, backoff_max, progress
-        self.output_dir = Path(output_dir)
-        self.cache = JsonlLog(self.output_dir / "cache.jsonl")
-        self.ledger = JsonlLog(self.output_dir / "ledger.jsonl")
+        super().__init__(backend, output_dir, messages_for, parse_reply, result_key="translation", workers=workers,
+                         max_retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max,
+                         progress=progress, desc="translate")
 
-    # -- state on disk
     def translations(self) -> dict[str, dict]:
         """id -> {"translation", "attempts"}; the first record of an id wins (later copies are ignored)."""
-        done: dict[str, dict] = {}
-        for record in self.cache.read():
-            done.setdefault(record["id"], record)
-        return done
-
-    def failures(self) -> dict[str, dict]:
-        """Ledger entries (latest per id) whose id has not been translated since."""
-        done = self.translations()
-        return {r["id"]: r for r in self.ledger.read() if r["id"] not in done}
-
-    # -- running
-    def run(self, rows: list[dict], retry_failed: bool = False) -> RunStats:
-        """Translate `rows` (source schema, with `id`). Skips done ids; failed ids only with `retry_failed`."""
-        done, failed = self.translations(), self.failures()
-        pending = [r for r in rows if r["id"] not in done and ((r["id"] in failed) == retry_failed)]
-        stats = RunStats(done_before=sum(r["id"] in done for r in rows))
-        start = time.monotonic()
-        from tqdm.auto import tqdm
-
-        with tqdm(total=len(pending), unit="rows", disable=not self.progress, desc="translate") as bar:
-            if hasattr(self.backend, "complete_batch"):
-                self._run_batched(pending, stats, bar)
-            else:
-                self._run_threaded(pending, stats, bar)
-        stats.seconds = time.monotonic() - start
-        return stats
-
-    def _finish(self, row: dict, attempts: int, translation: dict | None, reason: str, reply, stats, bar) -> None:
-        if translation is not None:
-            self.cache.append({"id": row["id"], "translation": translation, "attempts": attempts})
-            stats.done += 1
-        else:
-            self.ledger.append({"id": row["id"], "attempts": attempts, "last_reason": reason, "last_reply": reply})
-            stats.failed += 1
-        stats.attempts.append(attempts)
-        bar.update(1)
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.backoff_max)
-        return min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
-
-    def _translate_one(self, row: dict, stats: RunStats, bar) -> None:
-        reason, reply = "", None
-        for attempt in range(1, self.max_retries + 2):
-            retry_after = None
-            try:
-                reply = self.backend.complete(messages_for(row))
-                return self._finish(row, attempt, parse_reply(reply, row), "", reply, stats, bar)
-            except ReplyError as error:
-                reason = str(error)
-            except TransientError as error:
-                reason, retry_after = str(error), error.retry_after
-            if attempt <= self.max_retries:
-                time.sleep(self._delay(attempt, retry_after))
-        self._finish(row, self.max_retries + 1, None, reason, reply, stats, bar)
-
-    def _run_threaded(self, pending: list[dict], stats: RunStats, bar) -> None:
-        pool = ThreadPoolExecutor(max_workers=max(1, self.workers))
-        try:
-            futures = [pool.submit(self._translate_one, row, stats, bar) for row in pending]
-            for future in as_completed(futures):
-                future.result()  # a FatalBackendError surfaces here and stops the run
-        finally:  # on error or Ctrl-C: records not started are cancelled; finished ones are already cached
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def _run_batched(self, pending: list[dict], stats: RunStats, bar) -> None:
-        """Local models: whole batches per generate call; failed records go round again up to max_retries."""
-        attempts = {r["id"]: 0 for r in pending}
-        queue = list(pending)
-        size = getattr(self.backend, "batch_size", 4)
-        while queue:
-            batch, queue = queue[:size], queue[size:]
-            replies = self.backend.complete_batch([messages_for(r) for r in batch])
-            for row, reply in zip(batch, replies):
-                attempts[row["id"]] += 1
-                try:
-                    self._finish(row, attempts[row["id"]], parse_reply(reply, row), "", reply, stats, bar)
-                except ReplyError as error:
-                    if attempts[row["id"]] <= self.max_retries:
-                        queue.append(row)
-                    else:
-                        self._finish(row, attempts[row["id"]], None, str(error), reply, stats, bar)
+        return self.results()
 
 
 # ---------------------------------------------------------------- dataset assembly

@@ -59,12 +59,16 @@ class ChatServer:
         return sum(r["context"] == context for r in self.requests)
 
     # ------------------------------------------------------------ replies
+    def key(self, body: dict) -> str:
+        """What faults are scheduled by and requests counted by: the English context of the record."""
+        return json.loads(body["messages"][-1]["content"])["context"]
+
     def handle(self, handler, body: dict) -> None:
-        source = json.loads(body["messages"][-1]["content"])
+        key = self.key(body)
         with self.lock:
-            queue = self.faults.get(source["context"], [])
+            queue = self.faults.get(key, [])
             fault = queue.pop(0) if queue else None
-            self.requests.append({"context": source["context"], "fault": fault, "time": time.monotonic(),
+            self.requests.append({"context": key, "key": key, "fault": fault, "time": time.monotonic(),
                                   "body": body})
         if self.delay:
             time.sleep(self.delay)
@@ -77,6 +81,14 @@ class ChatServer:
             time.sleep(self.hang_seconds)
         if fault == "slow":
             time.sleep(0.3)
+        self._send(handler, 200, {
+            "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": self.content(body, fault)},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+    def content(self, body: dict, fault: str | None) -> str:
+        source = json.loads(body["messages"][-1]["content"])
         reply = translate(source)
         content = json.dumps(reply, ensure_ascii=False)
         if fault == "bad_json":
@@ -93,10 +105,7 @@ class ChatServer:
             content = json.dumps({**reply, "contexto": source["context"]}, ensure_ascii=False)
         elif fault == "fence":
             content = f"```json\n{content}\n```"
-        self._send(handler, 200, {
-            "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+        return content
 
     @staticmethod
     def _send(handler, status: int, payload: dict, headers: dict | None = None) -> None:
@@ -111,3 +120,38 @@ class ChatServer:
             handler.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
             pass
+
+
+class JudgeServer(ChatServer):
+    """An OpenAI-compatible judge with a known bias. `policy`: "first" always prefers the answer it reads first
+    (and scores 5), "longer" prefers the longer answer (and scores by length). Faults are keyed by the request's
+    user message; content faults: "malformed" (not JSON), "prose" (text before the JSON), "bad_winner", "bad_score"."""
+
+    def __init__(self, policy: str = "first", **kwargs):
+        super().__init__(**kwargs)
+        self.policy = policy
+
+    def key(self, body: dict) -> str:
+        return body["messages"][-1]["content"]
+
+    def content(self, body: dict, fault: str | None) -> str:
+        text = body["messages"][-1]["content"]
+        if "### Resposta A:\n" in text:
+            first, second = text.split("### Resposta A:\n", 1)[1].split("\n\n### Resposta B:\n", 1)
+            winner = "A" if self.policy == "first" or len(first) > len(second) else (
+                "B" if len(second) > len(first) else "tie")
+            verdict = {"winner": winner, "reason": f"política {self.policy}"}
+        else:
+            answer = text.split("### Resposta do assistente:\n", 1)[1]
+            verdict = {"score": 5 if self.policy == "first" else min(10, 1 + len(answer) // 10),
+                       "reason": f"política {self.policy}"}
+        content = json.dumps(verdict, ensure_ascii=False)
+        if fault == "malformed":
+            return "winner: A"
+        if fault == "prose":
+            return "Minha decisão: " + content
+        if fault == "bad_winner":
+            return json.dumps({"winner": "C", "reason": "x"})
+        if fault == "bad_score":
+            return json.dumps({"score": 11, "reason": "x"})
+        return content

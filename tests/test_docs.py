@@ -86,14 +86,25 @@ def test_the_docs_show_commands_of_every_kind():
     assert len(commands) >= 10
 
 
+LOCAL_SERVER = "http://127.0.0.1:8000/v1"  # what the docs call "your own server": a loopback judge answers here
+
+
 @pytest.mark.parametrize("line", documented_commands())
 def test_documented_command_works_as_written(line, tmp_path):
+    from tests.chat_server import JudgeServer
+
     argv, mode = runnable(line)
     env = {**os.environ, "PYTHONPATH": str(paths.ROOT), "PTLLM_RESULTS_DIR": str(tmp_path / "results"),
            "TOKENIZERS_PARALLELISM": "false"}
-    # from a scratch folder: relative output folders (runs/…) land there; data paths resolve against the repo
-    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    with JudgeServer(policy="longer") as server:
+        if LOCAL_SERVER in argv:
+            assert "lib.judge" in argv, "only the judge's docs point at a local server"
+            argv = [server.base_url if a == LOCAL_SERVER else a for a in argv]
+        # from a scratch folder: relative output folders (runs/…) land there; data paths resolve against the repo
+        done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{mode}: {shlex.join(argv)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    if LOCAL_SERVER in line:
+        assert server.requests and (tmp_path / "runs" / "judge" / "judge.json").is_file()
 
 
 @pytest.mark.parametrize("line", make_targets())
