@@ -42,20 +42,45 @@ def letter_tokens(tokenizer, prompt: str) -> tuple[list[int], list[int]]:
     return encoded[0][:common], firsts
 
 
+def _letters_prediction(scores: list[float]) -> dict:
+    probs = torch.softmax(torch.tensor(scores, dtype=torch.float64), dim=-1).tolist()
+    return {"pred": LETTERS[int(np.argmax(probs))], "probs": dict(zip(LETTERS, probs))}
+
+
 @torch.no_grad()
 def score_letters(model, tokenizer, rows: list[dict], batch_size: int = 16) -> list[dict]:
-    """Per row: probabilities of A-D at the answer position and the argmax letter."""
-    out = []
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
-        encoded = [letter_tokens(tokenizer, prompts.render_cosmos(r, tokenizer)["prompt"]) for r in batch]
-        batch_inputs = left_padded(tokenizer, [prefix for prefix, _ in encoded], device(model))
+    """Per row: probabilities of A-D at the answer position and the argmax letter (batched by prompt length: the
+    scores do not depend on the batch in fp32)."""
+    encoded = [letter_tokens(tokenizer, prompts.render_cosmos(r, tokenizer)["prompt"]) for r in rows]
+    out: list = [None] * len(rows)
+    order = sorted(range(len(rows)), key=lambda i: len(encoded[i][0]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch_inputs = left_padded(tokenizer, [encoded[i][0] for i in chunk], device(model))
         # Only the last position's logits: the LM head over a 262k vocabulary dominates the cost otherwise.
         logits = model(**batch_inputs, logits_to_keep=1).logits[:, -1].float()
-        for i, (_, letter_ids) in enumerate(encoded):
-            probs = torch.softmax(logits[i, letter_ids], dim=-1).tolist()
-            out.append({"pred": LETTERS[int(np.argmax(probs))], "probs": dict(zip(LETTERS, probs))})
+        for row, i in enumerate(chunk):
+            out[i] = _letters_prediction(logits[row, encoded[i][1]].tolist())
     return out
+
+
+def score_letters_and_options(model, tokenizer, rows: list[dict], batch_size: int = 16) -> tuple[list, list]:
+    """`letters` and `options` predictions from one pass over each prompt: "Alternativa A".."D" and the four option
+    texts are eight continuations of the same prompt (`shared_prefix_logprobs`). The four "Alternativa X" differ only
+    in the letter's token, so the softmax of their summed log-probabilities is the softmax of the letter logits:
+    the `letters` answer, computed another way (same predictions; probabilities within 1e-6 in fp32)."""
+    groups = []
+    for row in rows:
+        prompt = prompts.render_cosmos(row, tokenizer)["prompt"]
+        prefix, _ = letter_tokens(tokenizer, prompt)  # raises where the letters do not split after one shared prefix
+        answers = [encode(tokenizer, prompt + prompts.ANSWER_PREFIX + letter) for letter in LETTERS]
+        if any(len(a) != len(prefix) + 1 for a in answers):  # a letter spanning several tokens: score it alone
+            return score_letters(model, tokenizer, rows, batch_size), score_options(model, tokenizer, rows, batch_size)
+        groups.append((prompt, [prompts.ANSWER_PREFIX + letter for letter in LETTERS] + [row[k] for k in LETTERS]))
+    scored = shared_prefix_logprobs(model, tokenizer, groups, batch_size)
+    letters = [_letters_prediction([total for total, _ in group[:4]]) for group in scored]
+    options = [_options_prediction(row, [total for total, _ in group[4:]]) for row, group in zip(rows, scored)]
+    return letters, options
 
 
 # ---------------------------------------------------------------- multiple choice: options (lm-eval style)
@@ -83,21 +108,101 @@ def continuation_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_
     return scores
 
 
+def _split_at_shared_prefix(tokenizer, context: str, continuations: list[str], plain_text: bool):
+    """(shared prefix ids, [(ids after it, how many of them belong to the context)]) — the tokens
+    `continuation_logprobs` scores start where the context's own tokens stop matching, so the prefix ends at the
+    earliest such point and every scored token lies after it."""
+    context_ids = encode(tokenizer, context, plain_text)
+    fulls = [encode(tokenizer, context + c, plain_text) for c in continuations]
+    begins = [max(1, next((k for k, (a, b) in enumerate(zip(context_ids, f)) if a != b), len(context_ids)))
+              for f in fulls]
+    shared = min(begins)
+    return fulls[0][:shared], [(f[shared:], b - shared) for f, b in zip(fulls, begins)]
+
+
+@torch.no_grad()
+def shared_prefix_logprobs(model, tokenizer, groups: list[tuple[str, list[str]]], batch_size: int = 16,
+                           plain_text: bool = False) -> list[list[tuple[float, int]]]:
+    """`continuation_logprobs` for several continuations of one context, encoding the context once.
+
+    Per batch of contexts (batched by length): one left-padded pass over the shared prefixes fills the KV cache;
+    then the continuations, sorted by length, go through in batches of their own, each over the cache rows of its
+    contexts, and the LM head runs only where a scored token is predicted. Same log-probabilities as scoring every
+    (context, continuation) pair whole (fp32: within 1e-4, tested), for a fraction of the compute when contexts are
+    long and continuations short (multiple choice, judge verdicts). Returns, per group, (sum of log-probabilities,
+    number of tokens) per continuation.
+    """
+    split = [_split_at_shared_prefix(tokenizer, context, list(continuations), plain_text)
+             for context, continuations in groups]
+    totals: dict[tuple[int, int], float] = {}
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model  # LoRA layers stay in place
+    dev = device(model)
+    order = sorted(range(len(groups)), key=lambda i: len(split[i][0]))  # similar lengths: little padding
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        inputs = left_padded(tokenizer, [split[i][0] for i in chunk], dev)
+        first = model(**inputs, use_cache=True, logits_to_keep=1)
+        next_logprobs = torch.log_softmax(first.logits[:, -1].float(), dim=-1)
+        rows = sorted(((g, c) for g, i in enumerate(chunk) for c in range(len(split[i][1]))),
+                      key=lambda gc: len(split[chunk[gc[0]]][1][gc[1]][0]))
+        for row_start in range(0, len(rows), 4 * batch_size):
+            sub = rows[row_start:row_start + 4 * batch_size]
+            suffixes = [split[chunk[g]][1][c] for g, c in sub]
+            for (g, c), (suffix, skip) in zip(sub, suffixes):  # the first scored token comes from the prefix pass
+                totals[chunk[g], c] = next_logprobs[g, suffix[0]].item() if skip == 0 and suffix else 0.0
+            wanted = [(j, t - 1, suffix[t]) for j, (suffix, skip) in enumerate(suffixes)
+                      for t in range(max(skip, 1), len(suffix))]
+            if not wanted:
+                continue
+            width = max(len(suffix) for suffix, _ in suffixes)
+            ids = torch.full((len(sub), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(sub), width), dtype=torch.long)
+            for j, (suffix, _) in enumerate(suffixes):
+                ids[j, :len(suffix)] = torch.tensor(suffix, dtype=torch.long)
+                mask[j, :len(suffix)] = 1
+            index = torch.tensor([g for g, _ in sub], device=dev)
+            prefix_mask = inputs["attention_mask"][index]
+            positions = prefix_mask.sum(dim=1, keepdim=True) + torch.arange(width, device=dev)[None]
+            hidden = causal.model(input_ids=ids.to(dev), attention_mask=torch.cat([prefix_mask, mask.to(dev)], 1),
+                                  position_ids=positions, past_key_values=_selected(first.past_key_values, index),
+                                  use_cache=True).last_hidden_state
+            rows_, cols, targets = (torch.tensor(v, device=hidden.device) for v in zip(*wanted))
+            logprobs = torch.log_softmax(_lm_head(causal, hidden[rows_, cols]), dim=-1)
+            for (j, _, _), value in zip(wanted, logprobs.gather(1, targets[:, None])[:, 0].tolist()):
+                totals[chunk[sub[j][0]], sub[j][1]] += value
+    return [[(totals[i, c], len(suffix) - skip) for c, (suffix, skip) in enumerate(split[i][1])]
+            for i in range(len(groups))]
+
+
+def _selected(cache, index: torch.Tensor):
+    """A cache holding the rows `index` of `cache` (which stays as it is: selection makes new tensors)."""
+    import copy
+
+    picked = copy.copy(cache)
+    picked.layers = [copy.copy(layer) for layer in cache.layers]
+    picked.batch_select_indices(index)
+    return picked
+
+
+def _lm_head(causal, hidden: torch.Tensor) -> torch.Tensor:
+    """fp32 logits of a causal LM for some hidden states, as its forward computes them (Gemma's soft-capping too)."""
+    logits = causal.get_output_embeddings()(hidden).float()
+    cap = getattr(causal.config, "final_logit_softcapping", None) or getattr(
+        getattr(causal.config, "text_config", None), "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def _options_prediction(row: dict, raw: list[float]) -> dict:
+    """`acc` picks the most likely option, `acc_norm` the most likely per UTF-8 byte (lm-eval's acc_bytes)."""
+    size = [max(1, len(row[letter].encode("utf-8"))) for letter in LETTERS]
+    return {"pred": LETTERS[int(np.argmax(raw))], "pred_norm": LETTERS[int(np.argmax([s / n for s, n in zip(raw, size)]))],
+            "logprobs": dict(zip(LETTERS, raw))}
+
+
 def score_options(model, tokenizer, rows: list[dict], batch_size: int = 16) -> list[dict]:
-    pairs, lengths = [], []
-    for row in rows:
-        prompt = prompts.render_cosmos(row, tokenizer)["prompt"]
-        for letter in LETTERS:
-            pairs.append((prompt, row[letter]))
-            lengths.append(max(1, len(row[letter].encode("utf-8"))))
-    scores = [total for total, _ in continuation_logprobs(model, tokenizer, pairs, batch_size)]
-    out = []
-    for i in range(len(rows)):
-        raw, size = scores[4 * i:4 * i + 4], lengths[4 * i:4 * i + 4]
-        out.append({"pred": LETTERS[int(np.argmax(raw))],
-                    "pred_norm": LETTERS[int(np.argmax([s / n for s, n in zip(raw, size)]))],
-                    "logprobs": dict(zip(LETTERS, raw))})
-    return out
+    groups = [(prompts.render_cosmos(row, tokenizer)["prompt"], [row[letter] for letter in LETTERS]) for row in rows]
+    scored = shared_prefix_logprobs(model, tokenizer, groups, batch_size)
+    return [_options_prediction(row, [total for total, _ in group]) for row, group in zip(rows, scored)]
 
 
 # ---------------------------------------------------------------- parsing free-text answers
@@ -201,28 +306,43 @@ def mc_metrics(predictions: list[dict], seed: int = 0) -> dict:
     }
 
 
+MODES = ("letters", "options", "generate")
+
+
+def evaluate_mc_modes(model, tokenizer, rows: list[dict], modes: list[str], batch_size: int = 16,
+                      max_new_tokens: int = 32) -> dict[str, list[dict]]:
+    """Per mode, per-question predictions (`id, gold, pred, correct`, plus mode details) for labelled PT-schema rows;
+    `letters` and `options` together share one pass over each prompt (`score_letters_and_options`)."""
+    if unknown := [m for m in modes if m not in MODES]:
+        raise ValueError(f"mode must be letters, options or generate, got {unknown[0]!r}")
+    scored = {}
+    if "letters" in modes and "options" in modes:
+        scored["letters"], scored["options"] = score_letters_and_options(model, tokenizer, rows, batch_size)
+    elif "letters" in modes:
+        scored["letters"] = score_letters(model, tokenizer, rows, batch_size)
+    elif "options" in modes:
+        scored["options"] = score_options(model, tokenizer, rows, batch_size)
+    if "generate" in modes:
+        texts = [prompts.render_cosmos(r, tokenizer)["prompt"] for r in rows]
+        scored["generate"] = []
+        for g, row in zip(generate(model, tokenizer, texts, max_new_tokens, batch_size), rows):
+            letter, reason = parse_answer(g["text"], {k: row[k] for k in LETTERS})
+            scored["generate"].append({"pred": letter, "invalid_reason": reason, "output": g["text"]})
+    out = {}
+    for mode in modes:
+        out[mode] = []
+        for row, s in zip(rows, scored[mode]):
+            options = [row[k] for k in LETTERS]
+            out[mode].append({"id": row["id"], "gold": row["Label"], **s, "correct": s["pred"] == row["Label"],
+                              "has_none_option": any(is_none_of_the_above(o) for o in options),
+                              "gold_is_none": is_none_of_the_above(row[row["Label"]])})
+    return out
+
+
 def evaluate_mc(model, tokenizer, rows: list[dict], mode: str = "letters", batch_size: int = 16,
                 max_new_tokens: int = 32) -> list[dict]:
     """Per-question predictions (`id, gold, pred, correct`, plus mode details) for labelled PT-schema rows."""
-    if mode == "letters":
-        scored = score_letters(model, tokenizer, rows, batch_size)
-    elif mode == "options":
-        scored = score_options(model, tokenizer, rows, batch_size)
-    elif mode == "generate":
-        texts = [prompts.render_cosmos(r, tokenizer)["prompt"] for r in rows]
-        scored = []
-        for g, row in zip(generate(model, tokenizer, texts, max_new_tokens, batch_size), rows):
-            letter, reason = parse_answer(g["text"], {k: row[k] for k in LETTERS})
-            scored.append({"pred": letter, "invalid_reason": reason, "output": g["text"]})
-    else:
-        raise ValueError(f"mode must be letters, options or generate, got {mode!r}")
-    out = []
-    for row, s in zip(rows, scored):
-        options = [row[k] for k in LETTERS]
-        out.append({"id": row["id"], "gold": row["Label"], **s, "correct": s["pred"] == row["Label"],
-                    "has_none_option": any(is_none_of_the_above(o) for o in options),
-                    "gold_is_none": is_none_of_the_above(row[row["Label"]])})
-    return out
+    return evaluate_mc_modes(model, tokenizer, rows, [mode], batch_size, max_new_tokens)[mode]
 
 
 def contamination(eval_contexts, train_contexts) -> dict:
@@ -351,15 +471,23 @@ def evaluate_instructions(model, tokenizer, rows: list[dict], max_new_tokens: in
 
 # ---------------------------------------------------------------- notebook-level helpers
 
+def mc_runs(net, tokenizer, rows: list[dict], modes: list[str], model: str, adapter: str | None,
+            batch_size: int = 16, max_new_tokens: int = 32, seed: int = 0) -> dict[str, tuple[dict, list[dict]]]:
+    """Evaluate and summarise one (model, adapter) in several modes: mode -> (metrics, predictions)."""
+    out = {}
+    for mode, predictions in evaluate_mc_modes(net, tokenizer, rows, modes, batch_size, max_new_tokens).items():
+        metrics = {"model": model, "adapter": adapter, "mode": mode, "seed": seed, **mc_metrics(predictions, seed)}
+        if mode == "options":
+            norm = [p["pred_norm"] == p["gold"] for p in predictions]
+            metrics["acc_norm"] = round(float(np.mean(norm)), 4) if norm else None
+        out[mode] = metrics, predictions
+    return out
+
+
 def mc_run(net, tokenizer, rows: list[dict], mode: str, model: str, adapter: str | None, batch_size: int = 16,
            max_new_tokens: int = 32, seed: int = 0) -> tuple[dict, list[dict]]:
     """Evaluate and summarise one (model, adapter, mode): (metrics, predictions)."""
-    predictions = evaluate_mc(net, tokenizer, rows, mode, batch_size, max_new_tokens)
-    metrics = {"model": model, "adapter": adapter, "mode": mode, "seed": seed, **mc_metrics(predictions, seed)}
-    if mode == "options":
-        norm = [p["pred_norm"] == p["gold"] for p in predictions]
-        metrics["acc_norm"] = round(float(np.mean(norm)), 4) if norm else None
-    return metrics, predictions
+    return mc_runs(net, tokenizer, rows, [mode], model, adapter, batch_size, max_new_tokens, seed)[mode]
 
 
 def mc_comparison(base: tuple[dict, list[dict]], tuned: tuple[dict, list[dict]]) -> dict:

@@ -260,11 +260,11 @@ class LocalJudge:
             prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             contexts.append(prompt + self.PREFIX[kind])
             kinds.append(kind)
-        pairs = [(c, choice) for c, k in zip(contexts, kinds) for choice in self.CHOICES[k]]
-        scores = iter(evaluate.continuation_logprobs(self.net, self.tokenizer, pairs, batch_size=16))
+        scored = evaluate.shared_prefix_logprobs(self.net, self.tokenizer,  # the long prompt encoded once
+                                                 [(c, self.CHOICES[k]) for c, k in zip(contexts, kinds)])
         replies = []
-        for kind in kinds:
-            logprobs = [next(scores)[0] for _ in self.CHOICES[kind]]
+        for kind, group in zip(kinds, scored):
+            logprobs = [total for total, _ in group]
             best = self.CHOICES[kind][int(np.argmax(logprobs))].rstrip('",')
             reason = "the local model's most likely verdict (log-likelihood), not written text"
             replies.append(json.dumps({"winner": best, "reason": reason} if kind == "pair"

@@ -384,6 +384,71 @@ def held_out_letters_accuracy(rows: list[dict], tokenizer, batch_size: int = 16)
     return HeldOutLettersAccuracy()
 
 
+@torch.no_grad()
+def held_out_loss_and_letters(model, tokenizer, rows: list[dict], batch_size: int = 16) -> dict:
+    """Eval loss and `letters` accuracy of held-out multiple-choice rows from one forward pass per batch.
+
+    Each row is the rendered training conversation; the loss is over the completion's tokens (what the trainer's eval
+    loss averages; the same number when, as for `Alternativa X`, every completion has as many tokens), and the logits
+    at the position before the letter give the `letters` answer (the same as `lib.evaluate.score_letters`: the tokens
+    after it do not reach it). Half the work of an eval-loss pass followed by a letters pass."""
+    from lib import evaluate, inference, prompts
+
+    items = []
+    for row in rows:
+        rendered = prompts.render_cosmos(row, tokenizer)
+        prefix, letter_ids = evaluate.letter_tokens(tokenizer, rendered["prompt"])
+        full = inference.encode(tokenizer, rendered["text"])
+        begin = len(inference.encode(tokenizer, rendered["prompt"]))
+        items.append((full, begin, len(prefix), letter_ids, row["Label"]))
+    nll, tokens, correct = 0.0, 0, 0
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        keep = max(len(full) - min(begin, at) for full, begin, at, _, _ in chunk) + 1
+        batch = inference.left_padded(tokenizer, [full for full, *_ in chunk], inference.device(model))
+        logprobs = torch.log_softmax(model(**batch, logits_to_keep=keep).logits.float(), dim=-1)
+        for i, (full, begin, at, letter_ids, gold) in enumerate(chunk):
+            offset = keep - len(full)  # column of token 0 in the kept logits, which predict the next token
+            targets = torch.tensor(full[begin:], device=logprobs.device)
+            nll -= logprobs[i, offset + begin - 1:offset + len(full) - 1].gather(1, targets[:, None]).sum().item()
+            tokens += len(full) - begin
+            letters = logprobs[i, offset + at - 1, letter_ids]
+            correct += evaluate.LETTERS[int(letters.argmax())] == gold
+    return {"eval_loss": round(nll / tokens, 4), "eval_letters_accuracy": round(correct / len(items), 4),
+            "eval_letters_n": len(items)}
+
+
+def held_out_evaluation(rows: list[dict], tokenizer, eval_steps: int, batch_size: int = 16):
+    """A callback evaluating held-out multiple-choice rows at step 0 (fresh runs) and every `eval_steps`: eval loss
+    and `letters` accuracy from one pass (`held_out_loss_and_letters`), logged like the trainer's own evaluation
+    (log history, TensorBoard: eval/loss, eval/letters_accuracy)."""
+    from transformers import TrainerCallback
+
+    class HeldOutEvaluation(TrainerCallback):
+        trainer = None  # set by build_trainer
+
+        def _evaluate(self, model, state, control):
+            was_training = model.training
+            model.eval()
+            result = held_out_loss_and_letters(model, tokenizer, rows, batch_size)
+            model.train(was_training)
+            should_log = control.should_log  # logging resets it: the step's training loss must still be logged
+            self.trainer.log(result)
+            control.should_log = should_log
+            print(f"[train] step {state.global_step}: held-out eval loss {result['eval_loss']:.4f}, letters accuracy "
+                  f"{result['eval_letters_accuracy']:.1%} (n={len(rows)})", flush=True)
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 0:  # a resumed run evaluated its step before the interruption
+                self._evaluate(model, state, control)
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step % eval_steps == 0:
+                self._evaluate(model, state, control)
+
+    return HeldOutEvaluation()
+
+
 def learning_curve(log_history: list[dict]) -> list[dict]:
     """One row per evaluation: step, eval loss and held-out letters accuracy (where measured), from the log."""
     points: dict[int, dict] = {}
@@ -660,8 +725,14 @@ def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, m
                                         cfg.max_length)
     eval_ds, eval_len = drop_overlong(training_examples(splits["validation"], cfg, tokenizer), tokenizer,
                                       cfg.max_length)
-    held_out = [held_out_letters_accuracy(list(splits["validation"]), tokenizer, cfg.per_device_batch)] if (
-        cfg.task == "cosmos" and len(splits["validation"])) else []
+    held_out = []
+    if cfg.task == "cosmos" and len(splits["validation"]):
+        if cfg.early_stopping_patience:  # early stopping reads the trainer's own evaluation
+            held_out = [held_out_letters_accuracy(list(splits["validation"]), tokenizer, cfg.per_device_batch)]
+        else:  # eval loss and letters accuracy in one pass (the trainer's evaluation would repeat the forward)
+            held_out = [held_out_evaluation(list(splits["validation"]), tokenizer, cfg.eval_steps,
+                                            max(cfg.per_device_batch, 16))]
+            eval_ds = None
     report_to = report_to or default_report_to()
     trainer = build_trainer(cfg, train_ds, eval_ds, checkpoints, tokenizer=tokenizer, callbacks=held_out,
                             report_to=report_to, hub_checkpoints=push_to_hub if hub_checkpoints else None)
@@ -672,7 +743,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, m
     resume = last_checkpoint(checkpoints)
     if resume is None and hub_checkpoints and push_to_hub:
         resume = hub_last_checkpoint(push_to_hub, checkpoints)
-    print(f"[train] {cfg.preset}/{cfg.hardware}: {len(train_ds)} train, {len(eval_ds)} validation examples; "
+    print(f"[train] {cfg.preset}/{cfg.hardware}: {len(train_ds)} train, {eval_len['kept']} validation examples; "
           f"trainable parameters {count_parameters(trainer.model)[0]:,}; checkpoints in {checkpoints}; "
           + (f"resuming from {resume}" if resume else "starting fresh"), flush=True)
     trainer.args.eval_on_start &= resume is None  # the resumed step was evaluated before the interruption

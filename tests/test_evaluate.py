@@ -238,3 +238,71 @@ def test_notebooks_06_and_07_compare_base_and_adapter(tmp_path, random_adapter):
     for key in ("n", "eos_stop_rate", "rouge_l", "chrf", "bleu", "perplexity", "repeated_4gram_rate", "model", "adapter"):
         assert key in metrics, key
     assert (folder / "side_by_side.md").exists() and (folder / "side_by_side.csv").exists()
+
+
+# ---------------------------------------------------------------- shared-prompt scoring (one pass over the context)
+
+def _natural_validation(limit=None):
+    from lib import data, paths
+
+    loaded, _ = data.load(paths.SAMPLES / "cosmos_qa_ptbr", "cosmos_qa_pt", splits=["validation"], limit=limit)
+    return list(loaded["validation"])
+
+
+def _with_random_lora(net):
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(net, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+                                          task_type="CAUSAL_LM")).eval()
+
+
+@pytest.mark.parametrize("model, quantize, adapter, limit", [
+    ("zephyr-7b-beta-tiny", False, False, None),  # every question of the validation split: Mistral, sliding window
+    ("zephyr-7b-beta-tiny", True, False, None),   # ... in 4-bit
+    ("zephyr-7b-beta-tiny", True, True, None),    # ... with a (random, non-zero) LoRA adapter
+    ("embedded", True, True, 12),                 # Gemma 3 (soft-capping, 262k vocabulary) + the committed adapter
+])
+def test_shared_prompt_options_equal_scoring_each_option_whole(model, quantize, adapter, limit):
+    from lib import paths, prompts
+
+    rows = _natural_validation(limit)
+    committed = paths.ROOT / "results" / "smoke" / "05_qlora_cosmos_qa" / "adapter" / "final_adapter"
+    if adapter and model == "embedded":
+        net, tokenizer = inference.load_for_eval(model, str(committed), quantize_4bit=quantize)
+    else:
+        net, tokenizer = inference.load_for_eval(model, quantize_4bit=quantize)
+        net = _with_random_lora(net) if adapter else net
+    pairs = [(prompts.render_cosmos(r, tokenizer)["prompt"], r[k]) for r in rows for k in "ABCD"]
+    whole = evaluate.continuation_logprobs(net, tokenizer, pairs, batch_size=8)
+    shared = evaluate.score_options(net, tokenizer, rows, batch_size=8)
+    for i, (row, got) in enumerate(zip(rows, shared)):
+        raw = [whole[4 * i + k][0] for k in range(4)]
+        assert max(abs(got["logprobs"][k] - raw[n]) for n, k in enumerate("ABCD")) < 1e-4, row["id"]
+        expected = evaluate._options_prediction(row, raw)
+        assert (got["pred"], got["pred_norm"]) == (expected["pred"], expected["pred_norm"]), row["id"]
+
+
+def test_letters_and_options_from_one_pass_equal_the_two_passes():
+    net, tokenizer = inference.load_for_eval("zephyr-7b-beta-tiny", quantize_4bit=True)
+    rows = _natural_validation(40)
+    letters, options = evaluate.score_letters_and_options(net, tokenizer, rows, batch_size=8)
+    alone = evaluate.score_letters(net, tokenizer, rows, batch_size=8)
+    assert [p["pred"] for p in letters] == [p["pred"] for p in alone]
+    assert max(abs(a["probs"][k] - b["probs"][k]) for a, b in zip(letters, alone) for k in "ABCD") < 1e-5
+    assert [p["pred"] for p in options] == [p["pred"] for p in evaluate.score_options(net, tokenizer, rows)]
+    both = evaluate.mc_runs(net, tokenizer, rows, ["letters", "options"], "zephyr-7b-beta-tiny", None)
+    assert both["letters"][0]["accuracy"] == evaluate.mc_run(net, tokenizer, rows, "letters", "t", None)[0]["accuracy"]
+    assert "acc_norm" in both["options"][0]
+
+
+def test_shared_prefix_scoring_of_uneven_continuations():
+    """Continuations of different lengths and counts per context, one empty-suffix edge: still the whole-pair scores."""
+    net, tokenizer = inference.load_for_eval("zephyr-7b-beta-tiny", quantize_4bit=False)
+    groups = [("Pergunta: qual é a cor do céu?\nResposta:", [" azul", " azul-claro num dia sem nuvens", " cinza"]),
+              ("Uma frase bem mais longa, com vírgulas, acentos e números (1, 2, 3) antes da resposta:",
+               [" sim", " não"])]
+    shared = evaluate.shared_prefix_logprobs(net, tokenizer, groups, batch_size=2)
+    whole = evaluate.continuation_logprobs(net, tokenizer, [(c, x) for c, xs in groups for x in xs], batch_size=2)
+    flat = [score for group in shared for score in group]
+    assert [n for _, n in flat] == [n for _, n in whole]
+    assert max(abs(a - b) for (a, _), (b, _) in zip(flat, whole)) < 1e-4

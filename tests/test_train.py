@@ -271,3 +271,18 @@ def test_dry_run_resolves_config_data_and_memory_without_a_model():
     plan = train.dry_run(cfg, "runs/z", "data/samples/cosmos_qa_ptbr/train.jsonl")
     assert plan["rows"]["validation"] > 0 and plan["memory_estimate_gb"]["fits"]
     assert plan["command"].startswith("python -m lib.train --preset zephyr-cosmosqa --hardware rtx3090")
+
+
+def test_held_out_evaluation_in_one_pass_equals_the_trainers_eval_loss_and_letters(trainers):
+    """lib.train.held_out_loss_and_letters: the trainer's eval loss and lib.evaluate's letters answers, one forward."""
+    from lib import evaluate
+
+    trainer, tokenizer, rows = trainers["zephyr-cosmosqa"]
+    rows = list(rows)
+    trainer.eval_dataset = trainer.train_dataset  # the same four rendered conversations
+    expected = trainer.evaluate()["eval_loss"]
+    got = train.held_out_loss_and_letters(trainer.model.eval(), tokenizer, rows, batch_size=3)
+    assert abs(got["eval_loss"] - expected) < 1e-3
+    letters = evaluate.evaluate_mc(trainer.model, tokenizer, rows, "letters")
+    assert got["eval_letters_accuracy"] == round(sum(p["correct"] for p in letters) / len(rows), 4)
+    assert got["eval_letters_n"] == len(rows)
