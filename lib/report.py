@@ -55,31 +55,95 @@ def summary_table(results_dir: str | Path = paths.RESULTS / "smoke") -> str:
     timing = results_dir / "pipeline.json"
     if timing.is_file():
         run = json.loads(timing.read_text(encoding="utf-8"))
-        lines += ["", f"`make pipeline` ({run['profile']} profile, {run.get('cpu_count', '?')} CPU cores, no GPU): "
-                      f"{run['total_s'] / 60:.1f} min for {len(run['notebooks'])} notebooks "
-                      f"([`pipeline.json`]({paths.relative(timing)}))."]
+        cpu = (run.get("machine") or {}).get("cpu")
+        slowest = sorted(run["notebooks"].items(), key=lambda kv: -kv[1])[:3]
+        lines += ["", f"`make pipeline` ({run['profile']} profile, {run.get('cpu_count', '?')} CPU cores"
+                      f"{f' ({cpu})' if cpu else ''}, no GPU): {run['total_s'] / 60:.1f} min for "
+                      f"{len(run['notebooks'])} notebooks; slowest "
+                      + ", ".join(f"{name[:2]} {seconds / 60:.1f} min" for name, seconds in slowest)
+                      + f" ([`pipeline.json`]({paths.relative(timing)}))."]
+    return "\n".join(lines)
+
+
+def _x(value) -> str:
+    return "—" if value is None else f"{value:g}×"
+
+
+def _eval_measured(b: dict) -> str:
+    q = b["questions_per_s"]
+    return (f"**shared-prompt `options` {_x(b.get('ratio_shared_vs_options'))} pair-by-pair `options`, "
+            f"{_x(b.get('ratio_shared_vs_lm_eval_options'))} lm-eval `options`** (same predictions: "
+            f"{b.get('same_predictions_shared')}); `letters` {_x(b['ratio_vs_lm_eval'])} lm-eval `letters` (same "
+            f"predictions: {b['lm_eval']['same_predictions_as_letters']}), {_x(b['ratio_vs_options'])} pair-by-pair "
+            f"`options`, {_x(b['ratio'])} prior (timed on {b['prior_subset']} questions: the prior method's rate depends "
+            f"on when the base model happens to stop); questions/s: letters {q['letters']}, shared options "
+            f"{q.get('options_shared_prompt')}; `letters` identical at batch 1/8/32: "
+            f"{b['letters_identical_across_batch_sizes']}; {b['questions']} questions")
+
+
+# bench/NAME.py -> (what it compares, its targets, what it measured): the README's benchmark table, from the JSONs
+BENCH_ROWS = {
+    "translate_throughput": (
+        lambda b: f"16 workers vs 1, loopback server at {b['server_delay_s'] * 1000:g} ms/reply, "
+                  f"{b['baseline_workers_1']['records']} records",
+        lambda b: f"≥ {_x(b['target'])}", lambda b: f"{_x(b['ratio'])}, {b['duplicates']} duplicates"),
+    "train_throughput": (
+        lambda b: "length-grouped batches padded to the batch's longest vs everything padded to `max_length` (the prior "
+                  f"scheme), Canarim sample, {b['model']} QLoRA",
+        lambda b: f"≥ {b['target_useful_fraction']:.0%} useful, ≥ {_x(b['target'])} tokens/s",
+        lambda b: f"{b['useful_fraction']:.1%} useful over an epoch (vs {b['prior_pad_to_max']['useful_fraction']:.1%}), "
+                  f"{_x(b['ratio'])} real tokens/s"),
+    "judge_throughput": (
+        lambda b: f"16 workers vs 1, loopback judge at {b['server_delay_s'] * 1000:g} ms/reply, "
+                  f"{b['baseline_workers_1']['calls']} calls",
+        lambda b: f"≥ {_x(b['target'])}", lambda b: f"{_x(b['ratio'])}, same `judge.json`: {b['same_judge_json']}"),
+    "eval_throughput": (
+        lambda b: "natural validation questions, embedded model in 4-bit, one loaded model in one process: `options` "
+                  "with the shared prompt encoded once vs each (prompt, option) pair scored whole vs "
+                  f"lm-evaluation-harness {b['lm_eval']['version']} `options`; `letters` vs lm-eval `letters`, vs "
+                  "pair-by-pair `options` and vs the prior method (generate 256 tokens, one question at a time)",
+        lambda b: f"shared ≥ {_x(b.get('target_shared_vs_options'))} options, ≥ "
+                  f"{_x(b.get('target_shared_vs_lm_eval_options'))} lm-eval options; letters ≥ {_x(b['target'])} prior, "
+                  f"≥ {_x(b['target_vs_options'])} options, ≥ {_x(b['target_vs_lm_eval'])} lm-eval",
+        _eval_measured),
+}
+
+
+def bench_table(results_dir: str | Path = paths.RESULTS / "smoke") -> str:
+    """Markdown table of every benchmark JSON under results_dir/bench/ that BENCH_ROWS describes."""
+    lines = ["| benchmark | ours vs baseline | target | measured (smoke machine: 2 CPU cores) | met |",
+             "|---|---|---|---|---|"]
+    for name, (what, target, measured) in BENCH_ROWS.items():
+        path = Path(results_dir) / "bench" / f"{name}.json"
+        if path.is_file():
+            b = json.loads(path.read_text(encoding="utf-8"))
+            lines.append(f"| [`bench/{name}.py`]({paths.relative(path)}) | {what(b)} | {target(b)} | {measured(b)} | "
+                         f"{'yes' if b.get('met') else 'no'} |")
     return "\n".join(lines)
 
 
 START, END = "<!-- results-table:start (written by `python -m lib.report`) -->", "<!-- results-table:end -->"
+BENCH_START, BENCH_END = "<!-- bench-table:start (written by `python -m lib.report`) -->", "<!-- bench-table:end -->"
 
 
-def readme_with_table(readme: str, table: str) -> str:
-    """`readme` with the text between the START and END markers replaced by `table`."""
-    if START not in readme or END not in readme:
-        raise ValueError(f"README has no {START} ... {END} block")
-    head, rest = readme.split(START, 1)
-    return f"{head}{START}\n{table}\n{END}{rest.split(END, 1)[1]}"
+def readme_with_table(readme: str, table: str, start: str = START, end: str = END) -> str:
+    """`readme` with the text between the start and end markers replaced by `table`."""
+    if start not in readme or end not in readme:
+        raise ValueError(f"README has no {start} ... {end} block")
+    head, rest = readme.split(start, 1)
+    return f"{head}{start}\n{table}\n{end}{rest.split(end, 1)[1]}"
 
 
 def update_readme(profile: str = "smoke", readme: Path = paths.ROOT / "README.md") -> bool:
-    """Rewrite the README's results table from results/<profile>/ (`make pipeline` does it after a smoke run)."""
+    """Rewrite the README's results and benchmark tables from results/<profile>/ (`make pipeline` does it after a
+    smoke run)."""
     results = paths.RESULTS / profile
     if not all((results / nb / "comparison.json").is_file()
                for nb in ("06_accuracy_analysis", "07_instruction_following_eval")):
         return False
     text = readme.read_text(encoding="utf-8")
-    updated = readme_with_table(text, summary_table(results))
+    updated = readme_with_table(readme_with_table(text, summary_table(results)), bench_table(results),
+                                BENCH_START, BENCH_END)
     if updated != text:
         readme.write_text(updated, encoding="utf-8")
     return True

@@ -192,54 +192,6 @@ def test_notebook_06_evaluates_valid_rows_and_reports_rejected_ones(tmp_path):
     assert [r["location"] for r in rejects] == ["line 4", "line 5"]
 
 
-@pytest.fixture(scope="module")
-def random_adapter(tmp_path_factory):
-    """A LoRA adapter with random (non-zero) weights: the base+adapter path, without spending CPU on training."""
-    from peft import LoraConfig, get_peft_model
-
-    from lib import models
-
-    folder = tmp_path_factory.mktemp("adapter")
-    net = get_peft_model(models.load_model("embedded"), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
-                                                                   init_lora_weights=False, task_type="CAUSAL_LM"))
-    net.save_pretrained(str(folder))
-    return str(folder)
-
-
-def test_notebooks_06_and_07_compare_base_and_adapter(tmp_path, random_adapter):
-    from lib import data, paths
-
-    questions = tmp_path / "q.jsonl"
-    data.write_jsonl(synthetic.generate(seed=4, sizes={"validation": 6})["validation"], questions)
-    out = tmp_path / "results"
-    pipeline.run("smoke", only=["06"], results_root=out, overrides={
-        "adapter": random_adapter, "data": str(questions), "split": "train", "generate_limit": 2,
-        "max_new_tokens": 4, "sample_data": None, "train_data": None, "load_in_4bit": False})
-    comparison = json.loads((out / "smoke" / "06_accuracy_analysis" / "comparison.json").read_text())
-    assert comparison["n"] == 6 and 0 <= comparison["mcnemar_p"] <= 1
-    for key in ("base_accuracy", "tuned_accuracy", "base_ci95", "tuned_ci95"):
-        assert comparison[key] is not None, key
-    tuned = json.loads((out / "smoke" / "06_accuracy_analysis" / "metrics.json").read_text())
-    assert tuned["adapter"] == random_adapter and tuned["accuracy"] == comparison["tuned_accuracy"]
-    # next to chance and the rules that answer without reading; the base model's options scores; letter habits
-    assert set(comparison["shortcut_baselines"]) == {"longest", "shortest", "max_overlap", "min_overlap", "chance"}
-    assert comparison["shortcut_baselines"] == tuned["shortcut_baselines"]
-    assert 0 <= comparison["base_options_acc_norm"] <= 1 and 0 <= comparison["base_options_accuracy"] <= 1
-    assert sum(comparison["base_pred_distribution"].values()) == sum(comparison["tuned_pred_distribution"].values()) == 6
-    pipeline.run("smoke", only=["07"], results_root=out, overrides={
-        "adapter": random_adapter, "data": str(paths.SAMPLES / "canarim.jsonl"), "split": "train", "limit": 3,
-        "max_new_tokens": 8, "load_in_4bit": False})
-    folder = out / "smoke" / "07_instruction_following_eval"
-    comparison = json.loads((folder / "comparison.json").read_text())
-    assert comparison["n"] == 3
-    for key in ("base_eos_stop_rate", "tuned_eos_stop_rate", "base_repeated_4gram_rate", "tuned_repeated_4gram_rate"):
-        assert 0 <= comparison[key] <= 1, key
-    metrics = json.loads((folder / "metrics.json").read_text())
-    for key in ("n", "eos_stop_rate", "rouge_l", "chrf", "bleu", "perplexity", "repeated_4gram_rate", "model", "adapter"):
-        assert key in metrics, key
-    assert (folder / "side_by_side.md").exists() and (folder / "side_by_side.csv").exists()
-
-
 # ---------------------------------------------------------------- shared-prompt scoring (one pass over the context)
 
 def _natural_validation(limit=None):

@@ -10,8 +10,8 @@ NOTEBOOKS = pipeline.notebooks()
 EXPECTED = {"01_translate_cosmos_qa", "02_format_canarim_prompts", "03_format_cosmos_qa_prompts", "04_qlora_canarim",
             "05_qlora_cosmos_qa", "06_accuracy_analysis", "07_instruction_following_eval", "08_chat"}
 # The whole chain, with the CPU-heavy parts cut down: 2 training steps, fewer evaluation questions.
-QUICK = {"max_steps": 2, "06": {"limit": 24, "generate_limit": 4}, "07": {"limit": 4, "max_new_tokens": 16},
-         "08": {"limit": 2, "max_new_tokens": 16}}
+QUICK = {"max_steps": 2, "05": {"validation_rows": 8}, "06": {"limit": 16, "generate_limit": 4},
+         "07": {"limit": 4, "max_new_tokens": 16}, "08": {"limit": 2, "max_new_tokens": 16}}
 
 
 def test_the_chain_notebooks_exist_in_number_order():
@@ -56,12 +56,41 @@ def test_every_notebook_runs_headless_in_the_smoke_profile(tmp_path):
     for stem in ("06_accuracy_analysis", "07_instruction_following_eval"):
         comparison = json.loads((tmp_path / "smoke" / stem / "comparison.json").read_text())
         assert comparison["n"] > 0 and "final_adapter" in json.dumps(comparison), stem
+    _check_06_compares_base_and_adapter(tmp_path / "smoke" / "06_accuracy_analysis", n=QUICK["06"]["limit"])
+    _check_07_compares_base_and_adapter(tmp_path / "smoke" / "07_instruction_following_eval", n=QUICK["07"]["limit"])
     canarim = json.loads((tmp_path / "smoke" / "02_format_canarim_prompts" / "metrics.json").read_text())
     assert canarim["token_lengths"]["train"]["n"] == canarim["splits"]["train"] > 0
     assert (paths.PROCESSED / "canarim_alpaca_pt" / "train.jsonl").exists()
     assert (paths.PROCESSED / "synthetic_mc_chat" / "validation.jsonl").exists()
     translation = json.loads((tmp_path / "smoke" / "01_translate_cosmos_qa" / "metrics.json").read_text())
     assert translation["done"] + translation["failed"] == translation["rows"] > 0  # every row accounted for
+
+
+def _check_06_compares_base_and_adapter(folder: Path, n: int):
+    comparison = json.loads((folder / "comparison.json").read_text())
+    assert comparison["n"] == n and 0 <= comparison["mcnemar_p"] <= 1
+    for key in ("base_accuracy", "tuned_accuracy", "base_ci95", "tuned_ci95"):
+        assert comparison[key] is not None, key
+    tuned = json.loads((folder / "metrics.json").read_text())
+    assert tuned["adapter"].endswith("final_adapter") and tuned["accuracy"] == comparison["tuned_accuracy"]
+    # next to chance and the rules that answer without reading; the base model's options scores; letter habits
+    assert set(comparison["shortcut_baselines"]) == {"longest", "shortest", "max_overlap", "min_overlap", "chance"}
+    assert comparison["shortcut_baselines"] == tuned["shortcut_baselines"]
+    assert 0 <= comparison["base_options_acc_norm"] <= 1 and 0 <= comparison["base_options_accuracy"] <= 1
+    assert sum(comparison["base_pred_distribution"].values()) == sum(comparison["tuned_pred_distribution"].values()) == n
+    base = json.loads((folder / "base" / "metrics.json").read_text())
+    assert base["adapter"] is None and base["accuracy"] == comparison["base_accuracy"]
+
+
+def _check_07_compares_base_and_adapter(folder: Path, n: int):
+    comparison = json.loads((folder / "comparison.json").read_text())
+    assert comparison["n"] == n
+    for key in ("base_eos_stop_rate", "tuned_eos_stop_rate", "base_repeated_4gram_rate", "tuned_repeated_4gram_rate"):
+        assert 0 <= comparison[key] <= 1, key
+    metrics = json.loads((folder / "metrics.json").read_text())
+    for key in ("n", "eos_stop_rate", "rouge_l", "chrf", "bleu", "perplexity", "repeated_4gram_rate", "model", "adapter"):
+        assert key in metrics, key
+    assert (folder / "side_by_side.md").exists() and (folder / "side_by_side.csv").exists()
 
 
 def test_a_failing_notebook_stops_the_run_and_names_the_cell(tmp_path, capsys):

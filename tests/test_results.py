@@ -36,15 +36,17 @@ def _committed(name: str) -> dict:
     return json.loads((SMOKE / "06_accuracy_analysis" / name).read_text(encoding="utf-8"))
 
 
-def _rescore(side: str, out: str) -> None:
-    """Re-score the committed base (or base + adapter) on the committed questions; predictions to `out`."""
+def rescore(folder: str) -> None:
+    """Re-score the committed base + adapter, and the base with the adapter switched off (one load, as notebook 06
+    does), on the committed questions; predictions to `folder`/{tuned,base}.jsonl."""
     comparison = _committed("comparison.json")
     questions, _ = data.load(paths.resolve_source(comparison["data"]), "cosmos_qa_pt", splits=[comparison["split"]])
-    net, tokenizer = inference.load_for_eval(comparison["model"], comparison[f"{side}_adapter"],
+    rows = list(questions[comparison["split"]])
+    net, tokenizer = inference.load_for_eval(comparison["model"], comparison["tuned_adapter"],
                                              quantize_4bit=comparison["load_in_4bit"])
-    _, predictions = evaluate.mc_run(net, tokenizer, list(questions[comparison["split"]]), "letters",
-                                     comparison["model"], comparison[f"{side}_adapter"], seed=comparison["seed"])
-    data.write_jsonl(predictions, out)
+    data.write_jsonl(evaluate.evaluate_mc(net, tokenizer, rows, "letters"), f"{folder}/tuned.jsonl")
+    with net.disable_adapter():
+        data.write_jsonl(evaluate.evaluate_mc(net, tokenizer, rows, "letters"), f"{folder}/base.jsonl")
 
 
 def _other_kernel_level() -> str:
@@ -54,25 +56,27 @@ def _other_kernel_level() -> str:
     return {"AVX512": "avx2"}.get(torch.backends.cpu.get_cpu_capability(), "default")
 
 
+@pytest.fixture(scope="module")
+def rescored(tmp_path_factory):
+    """Both sides re-scored once, in a subprocess on torch's kernels one instruction-set level down (as on another
+    CPU: the committed runs used this machine's own)."""
+    folder = tmp_path_factory.mktemp("rescored")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": _other_kernel_level()}
+    subprocess.run([sys.executable, "-c", f"from tests.test_results import rescore; rescore({str(folder)!r})"],
+                   cwd=paths.ROOT, env=env, check=True)
+    return folder
+
+
 @pytest.mark.parametrize("side", ["base", "tuned"])
-def test_committed_letters_predictions_reproduce(side, tmp_path):
-    """Re-score the committed adapter (and its base) on the same questions: every answer that was not a near-tie
-    (top two letters within `evaluate.NEAR_TIE`) must come out the same, and the counts of correct answers agree
-    with comparison.json. The base runs in a subprocess on torch's kernels one instruction-set level down (as on
-    another CPU), the tuned model on this machine's own."""
+def test_committed_letters_predictions_reproduce(side, rescored):
+    """Every answer that was not a near-tie (top two letters within `evaluate.NEAR_TIE`) comes out the same, and the
+    counts of correct answers agree with comparison.json."""
     comparison = _committed("comparison.json")
     assert comparison["mode"] == "letters"
     committed = data.read_jsonl(SMOKE / "06_accuracy_analysis" / ("base/" if side == "base" else "") / "predictions.jsonl")
     assert len(committed) == comparison["n"]
     assert sum(p["correct"] for p in committed) == round(comparison[f"{side}_accuracy"] * comparison["n"])
-    out = tmp_path / "predictions.jsonl"
-    if side == "base":
-        env = {**os.environ, "ATEN_CPU_CAPABILITY": _other_kernel_level()}
-        subprocess.run([sys.executable, "-c", f"from tests.test_results import _rescore; _rescore('base', {str(out)!r})"],
-                       cwd=paths.ROOT, env=env, check=True)
-    else:
-        _rescore(side, str(out))
-    report = evaluate.reproduction(committed, data.read_jsonl(out))
+    report = evaluate.reproduction(committed, data.read_jsonl(rescored / f"{side}.jsonl"))
     assert not report["unexplained_flips"], report
     assert abs(report["correct_rescored"] - report["correct_committed"]) <= len(report["flips"])
 
@@ -95,6 +99,18 @@ def test_reproduction_allows_flips_only_on_near_ties():
 def test_the_readme_table_is_the_committed_results():
     readme = (paths.ROOT / "README.md").read_text(encoding="utf-8")
     assert report.readme_with_table(readme, report.summary_table(SMOKE)) == readme, "run `python -m lib.report`"
+    table = report.bench_table(SMOKE)
+    assert report.readme_with_table(readme, table, report.BENCH_START, report.BENCH_END) == readme, \
+        "run `python -m lib.report`"
+    assert len(table.splitlines()) == 2 + len(report.BENCH_ROWS)  # every benchmark has a committed result
+
+
+def test_the_eval_benchmark_records_the_shared_prompt_rows():
+    bench = json.loads((SMOKE / "bench" / "eval_throughput.json").read_text(encoding="utf-8"))
+    for key in ("ratio", "target", "ratio_shared_vs_options", "ratio_shared_vs_lm_eval_options",
+                "same_predictions_shared", "same_predictions"):
+        assert key in bench, key
+    assert bench["same_predictions_shared"] is True and bench["same_predictions"] is True
 
 
 def test_readme_block_replacement():
