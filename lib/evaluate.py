@@ -167,9 +167,8 @@ def shared_prefix_logprobs(model, tokenizer, groups: list[tuple[str, list[str]]]
                                   position_ids=positions, past_key_values=_selected(first.past_key_values, index),
                                   use_cache=True).last_hidden_state
             rows_, cols, targets = (torch.tensor(v, device=hidden.device) for v in zip(*wanted))
-            logits = _lm_head(causal, hidden[rows_, cols])  # log-softmax of the targets only: no vocabulary-wide copy
-            values = (logits.gather(1, targets[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)).tolist()
-            for (j, _, _), value in zip(wanted, values):
+            logprobs = torch.log_softmax(_lm_head(causal, hidden[rows_, cols]), dim=-1)
+            for (j, _, _), value in zip(wanted, logprobs.gather(1, targets[:, None])[:, 0].tolist()):
                 totals[chunk[sub[j][0]], sub[j][1]] += value
     return [[(totals[i, c], len(suffix) - skip) for c, (suffix, skip) in enumerate(split[i][1])]
             for i in range(len(groups))]

@@ -212,7 +212,7 @@ def _with_random_lora(net):
     ("zephyr-7b-beta-tiny", False, False, None),  # every question of the validation split: Mistral, sliding window
     ("zephyr-7b-beta-tiny", True, False, None),   # ... in 4-bit
     ("zephyr-7b-beta-tiny", True, True, None),    # ... with a (random, non-zero) LoRA adapter
-    ("embedded", True, True, 12),                 # Gemma 3 (soft-capping, 262k vocabulary) + the committed adapter
+    ("embedded", True, True, 6),                  # Gemma 3 (soft-capping, 262k vocabulary) + the committed adapter
 ])
 def test_shared_prompt_options_equal_scoring_each_option_whole(model, quantize, adapter, limit):
     from lib import paths, prompts
