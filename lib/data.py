@@ -225,9 +225,9 @@ def validate_row(raw, schema: Schema, labels_required: bool = True, from_csv: bo
 
 # ---------------------------------------------------------------- reading sources
 
-def _read_jsonl(path: Path):
+def jsonl_lines(path: str | Path):
     """Yield (location, parsed row or None, problem, raw text); a bad line never stops the file."""
-    data = path.read_bytes()
+    data = Path(path).read_bytes()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     for number, line in enumerate(data.split(b"\n"), start=1):  # not splitlines(): U+2028 is valid inside JSON
@@ -273,7 +273,7 @@ def _source_rows(source: str | Path, default_split: str) -> dict[str, tuple[obje
         out = {}
         for split, file in _local_split_files(path, default_split).items():
             if file.suffix in (".jsonl", ".json"):
-                out[split] = (_read_jsonl(file), False)
+                out[split] = (jsonl_lines(file), False)
             elif file.suffix in (".csv", ".parquet"):
                 out[split] = (_read_table(file), file.suffix == ".csv")
             else:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lib import api, paths
+from lib import api, data, paths
 
 PROMPT_VERSION = "pt-judge-v1"  # change it whenever a prompt below changes: cached verdicts are keyed by it
 FIELDS = ("instruction", "input", "reference", "output")
@@ -62,30 +62,23 @@ def load_pairs(a_path: str | Path, b_path: str | Path, limit: int | None = None)
     sides = {}
     for side, path in (("a", a_path), ("b", b_path)):
         rows = []
-        with Path(path).open(encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path} line {number}: broken JSON ({error.msg})") from None
-                if not isinstance(row, dict):
-                    raise ValueError(f"{path} line {number}: expected an object")
-                for key in FIELDS:
-                    if not isinstance(row.get(key, "" if key in ("input", "reference") else None), str):
-                        raise ValueError(f"{path} line {number}: field {key!r} missing or not text")
-                rows.append((number, row))
+        for location, row, problem, _ in data.jsonl_lines(path):  # the project's JSONL reader (BOM, UTF-8, U+2028)
+            if problem or not isinstance(row, dict):
+                raise ValueError(f"{path} {location}: {problem or 'expected an object'}")
+            for key in FIELDS:
+                if not isinstance(row.get(key, "" if key in ("input", "reference") else None), str):
+                    raise ValueError(f"{path} {location}: field {key!r} missing or not text")
+            rows.append((location, row))
         sides[side] = rows
     if len(sides["a"]) != len(sides["b"]):
         short, long_ = sorted(("a", "b"), key=lambda s: len(sides[s]))
-        number = sides[long_][len(sides[short])][0]
-        raise ValueError(f"{b_path if long_ == 'b' else a_path} line {number}: no answer to pair it with in the other "
+        location = sides[long_][len(sides[short])][0]
+        raise ValueError(f"{b_path if long_ == 'b' else a_path} {location}: no answer to pair it with in the other "
                          f"file ({len(sides['a'])} vs {len(sides['b'])} answers)")
     pairs = []
-    for (number_a, a), (number_b, b) in zip(sides["a"], sides["b"]):
+    for (where_a, a), (where_b, b) in zip(sides["a"], sides["b"]):
         if a["instruction"] != b["instruction"] or a.get("input", "") != b.get("input", ""):
-            raise ValueError(f"{a_path} line {number_a} / {b_path} line {number_b}: the instructions differ — "
+            raise ValueError(f"{a_path} {where_a} / {b_path} {where_b}: the instructions differ — "
                              "the files must answer the same instructions in the same order")
         pairs.append({"instruction": a["instruction"], "input": a.get("input", ""),
                       "reference": a.get("reference", ""), "a": a["output"], "b": b["output"]})
@@ -285,8 +278,6 @@ def judge(pairs: list[dict], backend, output_dir: str | Path, judge_model: str, 
           max_retries: int = 3, pointwise: bool = True, with_reference: bool = True, progress: bool = True,
           backoff_base: float = 1.0, retry_failed: bool = False) -> dict:
     """Judge every pair (both orders) and score every answer; resumable; writes judge.json and verdicts.jsonl."""
-    from lib import data
-
     output_dir = Path(output_dir)
     items = requests(pairs, judge_model, pointwise, with_reference)
     jobs = api.Jobs(backend, output_dir, messages_for, parse_verdict, result_key="verdict", workers=workers,
