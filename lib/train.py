@@ -18,6 +18,7 @@ import datasets
 import torch
 
 from lib import data, models, prompts
+from lib.hub import UPLOAD_PATTERNS, hub_token, push_adapter, upload_plan  # noqa: F401 - publishing lives in lib.hub
 
 # ---------------------------------------------------------------- presets (read side by side)
 
@@ -630,45 +631,6 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
         print(f"[train] {checkpoint} is incomplete (cut short while saving, or damaged): not resumed from",
               flush=True)
     return None
-
-
-def hub_token() -> str | None:
-    from lib.secrets import get_secret
-
-    return get_secret("HF_TOKEN")
-
-
-# What an adapter upload sends (training_args.bin is a pickle: not shared).
-UPLOAD_PATTERNS = ("README.md", "adapter_config.json", "adapter_model.safetensors", "training_summary.json",
-                   "tokenizer*", "special_tokens_map.json", "chat_template.jinja")
-
-
-def upload_plan(adapter_dir: str | Path, repo_id: str, private: bool = True, checkpoints: bool = False) -> dict:
-    """What `push_adapter` sends: the repo, its visibility, and the files (those present, or those training writes)."""
-    import fnmatch
-
-    folder = Path(adapter_dir)
-    present = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
-    files = [n for n in present if any(fnmatch.fnmatch(n, pattern) for pattern in UPLOAD_PATTERNS)] if present else [
-        "README.md", "adapter_config.json", "adapter_model.safetensors", "training_summary.json",
-        "tokenizer.json", "tokenizer_config.json", "chat_template.jinja (chat models)"]
-    return {"repo_id": repo_id, "private": private, "folder": str(folder), "files": files,
-            "checkpoints": "every checkpoint as last-checkpoint/ (hub_strategy=checkpoint)" if checkpoints else None,
-            "token": "HF_TOKEN set" if hub_token() else "HF_TOKEN missing (environment or Colab secrets)"}
-
-
-def push_adapter(adapter_dir: str | Path, repo_id: str, private: bool = True) -> str:
-    """Upload the final adapter with its card to a Hub model repo (created private unless `private=False`)."""
-    from huggingface_hub import HfApi
-
-    token = hub_token()
-    if not token:
-        raise RuntimeError("pushing to the Hub needs HF_TOKEN in the environment or in Colab's secrets")
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    commit = api.upload_folder(repo_id=repo_id, folder_path=str(adapter_dir), allow_patterns=list(UPLOAD_PATTERNS),
-                               commit_message="final adapter and model card (lib.train)")
-    return str(commit.commit_url if hasattr(commit, "commit_url") else commit)
 
 
 def hub_last_checkpoint(repo_id: str, workdir: str | Path) -> str | None:

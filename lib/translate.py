@@ -1,4 +1,10 @@
-"""Translate Cosmos QA (EN) to Brazilian Portuguese with an LLM: resumable, validated, concurrent.
+"""Translate Cosmos QA (EN) to Brazilian Portuguese: resumable, validated, concurrent, quality-estimated.
+
+Backends: `mt` (the default: an offline neural MT engine shipped on PyPI, `lib.mt`; no key, no model download),
+`openai` (any OpenAI-compatible server) and `local` (a `lib.models` causal LM). Every backend speaks the same
+protocol, so the same cache, ledger and validation serve them all. After translating, each row gets an offline
+quality estimate (`lib.mt.quality`); rows it flags go to `flagged.jsonl` and, when a post-edit server is given, only
+those rows are sent to an LLM with the English record and the MT draft (`post_edit`).
 
 Protocol (fixed, so any OpenAI-compatible server can be swapped in): the last user message is the source record
 as JSON with keys `context, question, answer0..answer3`; the reply must be one JSON object with exactly the string
@@ -8,26 +14,26 @@ Reliability: every completed record is appended to `cache.jsonl` (flushed and fs
 loses at most the records in flight and a rerun skips what is done; records that still fail after `max_retries`
 go to `ledger.jsonl` with their last reason and raw reply, and `retry_failed=True` re-tries only those.
 
-CLI: `python -m lib.translate --source data/samples/cosmos_qa_en.jsonl --base-url http://127.0.0.1:8000/v1 \
---model my-model --workers 16 --output-dir data/processed/cosmos_qa_ptbr`
+CLI: `python -m lib.translate --source data/samples/cosmos_qa_en.jsonl --backend mt --workers 2 \
+--output-dir data/processed/cosmos_qa_ptbr` (or `--backend openai --base-url URL --model NAME`)
 """
 from __future__ import annotations
 
 import argparse
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 
-from lib import api, data
+from lib import api, data, mt, paths
 # The client, retries, cache and ledger live in lib.api (shared with lib.judge); these names stay importable here.
 from lib.api import FatalBackendError, JsonlLog, ReplyError, RunStats, TransientError  # noqa: F401
 
-SOURCE_KEYS = ("context", "question", "answer0", "answer1", "answer2", "answer3")
-TARGET_KEYS = ("contexto", "pergunta", "A", "B", "C", "D")
+SOURCE_KEYS, TARGET_KEYS = mt.SOURCE_KEYS, mt.TARGET_KEYS
 FIELD_PAIRS = dict(zip(SOURCE_KEYS, TARGET_KEYS))
-NONE_EN, NONE_PT = "None of the above choices .", data.NONE_OF_THE_ABOVE
+NONE_EN, NONE_PT = mt.NONE_EN, data.NONE_OF_THE_ABOVE
 
 SYSTEM_PROMPT = f"""Você é um tradutor profissional de inglês para português do Brasil.
 Você recebe um objeto JSON com as chaves "context", "question", "answer0", "answer1", "answer2" e "answer3":
@@ -108,6 +114,37 @@ class LocalBackend(api.LocalBackend):
         super().__init__(model, batch_size=batch_size, max_new_tokens=max_new_tokens, budget=translation_budget)
 
 
+class MTBackend:
+    """The offline engine (`lib.mt`) behind the same protocol: it reads the record from the request and answers
+    with the six translated fields as JSON, validated by `parse_reply` like any server's reply. Threads scale it
+    (the engine releases the GIL): `workers` = CPU cores."""
+
+    deterministic = True
+
+    def __init__(self):
+        self.engine = mt.engine()
+
+    def complete(self, messages: list[dict]) -> str:
+        source = json.loads(messages[-1]["content"])
+        return json.dumps({dst: mt.translate_text(source[src], self.engine) for src, dst in FIELD_PAIRS.items()},
+                          ensure_ascii=False)
+
+    def describe(self) -> dict:
+        return self.engine.describe()
+
+
+POST_EDIT_PROMPT = SYSTEM_PROMPT + """
+Você também recebe, em "rascunho", uma tradução automática do mesmo registro e, em "problemas", o que uma verificação
+automática encontrou nela. Corrija o rascunho (ou traduza de novo) e responda no mesmo formato JSON."""
+
+
+def post_edit_messages(item: dict) -> list[dict]:
+    """A flagged row for the post-editor: the English record, the MT draft and the reasons it was flagged."""
+    payload = {**{k: item[k] for k in SOURCE_KEYS}, "rascunho": item["draft"], "problemas": item["reasons"]}
+    return [{"role": "system", "content": POST_EDIT_PROMPT},
+            {"role": "user", "content": json.dumps(payload, ensure_ascii=False)}]
+
+
 # ---------------------------------------------------------------- the run
 
 class Translator(api.Jobs):
@@ -144,7 +181,7 @@ def to_portuguese(dataset: datasets.DatasetDict, translations: dict[str, dict]) 
 
 
 def quality_report(dataset: datasets.DatasetDict, translator: Translator, rejected_rows: int = 0,
-                   low: float = 0.6, high: float = 1.8) -> dict:
+                   low: float = mt.LENGTH_BOUNDS[0], high: float = mt.LENGTH_BOUNDS[1]) -> dict:
     """Counts, attempts histogram, PT/EN length ratios with outliers, copies and options made identical."""
     translations, failures = translator.translations(), translator.failures()
     rows = source_rows(dataset)
@@ -189,32 +226,177 @@ def side_by_side(dataset: datasets.DatasetDict, translations: dict[str, dict], n
     return out
 
 
-def make_backend(backend: str, model: str, base_url: str | None = None, structured: bool = True,
+BACKENDS = ("mt", "openai", "local")
+
+
+def make_backend(backend: str, model: str | None = None, base_url: str | None = None, structured: bool = True,
                  batch_size: int = 4, max_new_tokens: int | None = None):
+    """`mt`: the offline engine (no model, no key); `openai`: `model` on any OpenAI-compatible server; `local`: a
+    `lib.models` preset or Hub id."""
+    if backend == "mt":
+        return MTBackend()
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if not model:
+        raise ValueError(f"backend {backend!r} needs a model (e.g. gpt-4o-mini, or a lib.models preset)")
     if backend == "openai":
         return OpenAIBackend(model, base_url=base_url, structured=structured)
-    if backend == "local":
-        return LocalBackend(model, batch_size=batch_size, max_new_tokens=max_new_tokens)
-    raise ValueError(f"backend must be 'openai' or 'local', got {backend!r}")
+    return LocalBackend(model, batch_size=batch_size, max_new_tokens=max_new_tokens)
+
+
+# ---------------------------------------------------------------- quality estimation and post-editing
+
+class QualityEstimator:
+    """`lib.mt.quality` for every translated row, run through `lib.api.Jobs` (threads, `qe/cache.jsonl`: a rerun
+    estimates nothing twice). The cache holds the signals; the threshold is applied when flagging."""
+
+    def __init__(self, state_dir: str | Path, workers: int = 2, round_trip: bool = True, progress: bool = True):
+        self.engine, self.round_trip = mt.engine(), round_trip
+        self.jobs = api.Jobs(self, Path(state_dir) / "qe", messages_for=lambda item: item,
+                             parse=lambda estimate, item: estimate, result_key="qe", workers=workers, max_retries=0,
+                             progress=progress, desc="quality")
+
+    def complete(self, item: dict) -> dict:  # the Jobs "backend": one row in, its estimate out
+        return mt.quality(item["source"], item["translation"], self.engine, self.round_trip)
+
+    def run(self, rows: list[dict], translations: dict[str, dict]) -> dict[str, dict]:
+        items = [{"id": r["id"], "source": r, "translation": translations[r["id"]]["translation"]}
+                 for r in rows if r["id"] in translations]
+        self.jobs.run(items)
+        return {i: record["qe"] for i, record in self.jobs.results().items()}
+
+
+def post_edit(flagged: list[dict], rows: list[dict], translations: dict[str, dict], backend, state_dir: str | Path,
+              workers: int = 4, max_retries: int = 3, progress: bool = True, **jobs_kwargs) -> tuple[dict, dict]:
+    """Send only the flagged rows (English record + MT draft + reasons) to an LLM; replies follow the translation
+    protocol and are validated by `parse_reply`. Returns (id -> post-edited fields, id -> reason it failed)."""
+    by_id = {r["id"]: r for r in rows}
+    items = [{**{k: by_id[f["id"]][k] for k in ("id", *SOURCE_KEYS)},
+              "draft": translations[f["id"]]["translation"], "reasons": f["reasons"]} for f in flagged]
+    jobs = api.Jobs(backend, Path(state_dir) / "post_edit", post_edit_messages, parse_reply, result_key="translation",
+                    workers=workers, max_retries=max_retries, progress=progress, desc="post-edit", **jobs_kwargs)
+    jobs.run(items)
+    wanted = {item["id"] for item in items}
+    edited = {i: r["translation"] for i, r in jobs.results().items() if i in wanted}
+    failed = {i: r["last_reason"] for i, r in jobs.failures().items() if i in wanted}
+    return edited, failed
+
+
+def qe_summary(estimates: dict[str, dict], flagged: list[dict], threshold: float, round_trip: bool) -> dict:
+    """What `metrics.json` says of the quality estimate: rows, flagged, reasons by kind, round-trip chrF."""
+    chrfs = sorted(e["round_trip_chrf"] for e in estimates.values() if e.get("round_trip_chrf") is not None)
+    kinds: dict[str, int] = {}
+    for row in flagged:
+        for reason in row["reasons"]:
+            kind = re.sub(r"^(contexto|pergunta|[ABCD]): ", "", reason).split(":")[0]
+            kind = re.sub(r"[\d.]+.*$", "", kind).strip()
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return {"rows": len(estimates), "flagged": len(flagged), "threshold": threshold, "round_trip": round_trip,
+            "round_trip_chrf_mean": round(sum(chrfs) / len(chrfs), 1) if chrfs else None,
+            "round_trip_chrf_min": chrfs[0] if chrfs else None, "reasons": dict(sorted(kinds.items()))}
+
+
+def reference_scores(portuguese: datasets.DatasetDict, reference: str | Path) -> dict:
+    """sacrebleu chrF and BLEU of the translation against reference translations (PT schema, matched by id):
+    every field of every matched row as one segment, then per field."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    refs, report = data.load(reference, "cosmos_qa_pt")
+    by_id = {r["id"]: r for split in refs.values() for r in split}
+    rows = [r for split in portuguese.values() for r in split if r["id"] in by_id]
+    if not rows:
+        raise ValueError(f"no translated id is in the reference {reference}")
+
+    def score(keys) -> dict:
+        hyp = [r[k] for r in rows for k in keys]
+        ref = [by_id[r["id"]][k] for r in rows for k in keys]
+        return {"chrf": round(CHRF().corpus_score(hyp, [ref]).score, 1),
+                "bleu": round(BLEU().corpus_score(hyp, [ref]).score, 1)}
+
+    return {**score(TARGET_KEYS), "reference": paths.relative(reference), "reference_rows": len(rows),
+            "reference_rejected": report.n_rejected, "per_field": {k: score([k]) for k in TARGET_KEYS}}
+
+
+# ---------------------------------------------------------------- the whole run
+
+@dataclass
+class TranslationRun:
+    """What `translate_dataset` did: the PT dataset, its source, validation, the translator, and the quality pass."""
+    portuguese: datasets.DatasetDict
+    english: datasets.DatasetDict
+    report: data.ValidationReport
+    translator: Translator
+    stats: api.RunStats
+    estimates: dict[str, dict] = field(default_factory=dict)  # id -> lib.mt.quality of the MT draft
+    flagged: list[dict] = field(default_factory=list)  # flagged.jsonl: id, split, reasons, round-trip chrF, post-edit
+    qe: dict = field(default_factory=dict)  # the summary metrics.json keeps
+    post_edited: int = 0
+    post_edit_failed: int = 0
+
+    @property
+    def translations(self) -> dict[str, dict]:
+        return self.translator.translations()
 
 
 def translate_dataset(source: str, output_dir: str | Path, backend, splits: list[str] | None = None,
                       limit: int | None = None, workers: int = 4, max_retries: int = 3,
                       retry_failed: bool = False, progress: bool = True, persist_dir: str | Path | None = None,
-                      **translator_kwargs):
-    """Load + validate the EN source, translate what is not done yet, save the PT DatasetDict.
+                      qe: bool = True, qe_threshold: float = mt.QE_THRESHOLD, qe_round_trip: bool = True,
+                      post_edit_backend=None, **translator_kwargs) -> TranslationRun:
+    """Load + validate the EN source, translate what is not done yet, estimate quality, post-edit flagged rows (when
+    `post_edit_backend` is given), save the PT DatasetDict and `flagged.jsonl` in `output_dir`.
 
-    `persist_dir` (e.g. on Google Drive) holds the cache and the failure ledger instead of `output_dir`: a rerun on a
+    `persist_dir` (e.g. on Google Drive) holds the caches and the failure ledger instead of `output_dir`: a rerun on a
     fresh runtime with the same `persist_dir` requests nothing it already has, and rebuilds the dataset from it.
-    Returns (PT DatasetDict, source DatasetDict, validation report, Translator, RunStats).
     """
     source_ds, report = data.load(source, "cosmos_qa_en", splits=splits, limit=limit)
-    translator = Translator(backend, persist_dir or output_dir, workers=workers, max_retries=max_retries,
-                            progress=progress, **translator_kwargs)
-    stats = translator.run(source_rows(source_ds), retry_failed=retry_failed)
-    portuguese = to_portuguese(source_ds, translator.translations())
-    data.save(portuguese, output_dir)
-    return portuguese, source_ds, report, translator, stats
+    state_dir = Path(persist_dir or output_dir)
+    if getattr(backend, "deterministic", False):
+        max_retries = 0  # the same input gets the same answer: a retry could only repeat the failure
+    translator = Translator(backend, state_dir, workers=workers, max_retries=max_retries, progress=progress,
+                            **translator_kwargs)
+    rows = source_rows(source_ds)
+    stats = translator.run(rows, retry_failed=retry_failed)
+    translations = translator.translations()
+    run = TranslationRun(None, source_ds, report, translator, stats)
+    if qe:
+        run.estimates = QualityEstimator(state_dir, workers=workers, round_trip=qe_round_trip,
+                                         progress=progress).run(rows, translations)
+        split_of = {r["id"]: split for split, ds in source_ds.items() for r in ds}
+        run.flagged = [{"id": r["id"], "split": split_of[r["id"]], "reasons": reasons,
+                        "round_trip_chrf": run.estimates[r["id"]]["round_trip_chrf"], "post_edit": None}
+                       for r in rows if r["id"] in run.estimates
+                       and (reasons := mt.flag_reasons(run.estimates[r["id"]], qe_threshold))]
+        run.qe = qe_summary({r["id"]: run.estimates[r["id"]] for r in rows if r["id"] in run.estimates}, run.flagged,
+                            qe_threshold, qe_round_trip)
+    if post_edit_backend is not None and run.flagged:
+        edited, failed = post_edit(run.flagged, rows, translations, post_edit_backend, state_dir, workers=workers,
+                                   max_retries=max_retries, progress=progress, **translator_kwargs)
+        for row in run.flagged:
+            if row["id"] in edited:
+                row["post_edit"] = "done"
+                translations[row["id"]] = {**translations[row["id"]], "translation": edited[row["id"]]}
+            elif row["id"] in failed:
+                row["post_edit"] = f"failed: {failed[row['id']]}; the MT draft is kept"
+        run.post_edited, run.post_edit_failed = len(edited), len(failed)
+    run.portuguese = to_portuguese(source_ds, translations)
+    data.save(run.portuguese, output_dir)
+    data.write_jsonl(run.flagged, Path(output_dir) / "flagged.jsonl")
+    return run
+
+
+def run_metrics(run: TranslationRun, backend, reference: str | Path | None = None) -> dict:
+    """The translation part of notebook 01's `metrics.json`: counts, engine, speed, `qe`, `flagged`, `post_edited`,
+    and `chrf` / `bleu` against `reference` when one is given."""
+    quality = quality_report(run.english, run.translator, rejected_rows=run.report.n_rejected)
+    metrics = {k: v for k, v in quality.items() if k != "length_ratios"}
+    metrics.update({"engine": backend.describe() if hasattr(backend, "describe") else None,
+                    "rows_per_s": round(run.stats.rows_per_second, 2), "qe": run.qe, "flagged": len(run.flagged),
+                    "post_edited": run.post_edited, "post_edit_failed": run.post_edit_failed,
+                    "chrf": None, "bleu": None})
+    if reference:
+        metrics.update(reference_scores(run.portuguese, reference))
+    return metrics
 
 
 def dry_run(source: str, output_dir: str | Path, splits: list[str] | None = None, limit: int | None = None,
@@ -228,10 +410,9 @@ def dry_run(source: str, output_dir: str | Path, splits: list[str] | None = None
         path = state_dir / name
         return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()) if path.exists() else 0
 
-    plan = {"source": source, "output_dir": str(output_dir), "cache_dir": str(state_dir), "cached": records("cache.jsonl"),
-            "failed_in_ledger": records("ledger.jsonl")}
-    from lib import paths
-
+    plan = {"source": source, "output_dir": paths.relative(output_dir), "cache_dir": paths.relative(state_dir), "cached": records("cache.jsonl"),
+            "failed_in_ledger": records("ledger.jsonl"), "quality_estimated": records("qe/cache.jsonl"),
+            "post_edited": records("post_edit/cache.jsonl")}
     local = Path(paths.resolve_source(source))
     if local.exists():
         rows, report = data.load(local, "cosmos_qa_en", splits=splits, limit=limit)
@@ -243,37 +424,69 @@ def dry_run(source: str, output_dir: str | Path, splits: list[str] | None = None
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Translate Cosmos QA to pt-BR (resumable).")
-    parser.add_argument("--source", required=True, help="hub id (cosmos_qa) or local file/folder")
+    parser.add_argument("--source", required=True, help="hub id (allenai/cosmos_qa) or local file/folder")
     parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--backend", default="openai", choices=["openai", "local"])
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--backend", default="mt", choices=BACKENDS,
+                        help="mt: the offline engine (default, no model or key); openai: any OpenAI-compatible "
+                             "server; local: a lib.models model")
+    parser.add_argument("--model", help="openai: the served model name; local: a lib.models preset or Hub id")
     parser.add_argument("--base-url")
     parser.add_argument("--splits", nargs="*")
     parser.add_argument("--limit", type=int)
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=4, help="concurrent requests (mt: CPU cores)")
     parser.add_argument("--max-retries", type=int, default=3)
     parser.add_argument("--backoff-base", type=float, default=1.0)
     parser.add_argument("--unstructured", action="store_true", help="plain JSON instructions, no response_format")
     parser.add_argument("--retry-failed", action="store_true", help="re-try only the ledger")
-    parser.add_argument("--persist-dir", help="keep the cache and failure ledger here (e.g. Google Drive): a rerun on "
+    parser.add_argument("--persist-dir", help="keep the caches and failure ledger here (e.g. Google Drive): a rerun on "
                                               "a fresh runtime requests nothing already translated")
+    parser.add_argument("--no-qe", action="store_true", help="skip the offline quality estimate (and post-editing)")
+    parser.add_argument("--qe-threshold", type=float, default=mt.QE_THRESHOLD,
+                        help="round-trip chrF below which a row is flagged")
+    parser.add_argument("--no-round-trip", action="store_true", help="QE without the pt->en round trip (half the cost)")
+    parser.add_argument("--post-edit-base-url", help="OpenAI-compatible server that post-edits the flagged rows only")
+    parser.add_argument("--post-edit-model", help="the post-editing model's name on that server (e.g. gpt-4o-mini)")
+    parser.add_argument("--reference", help="PT-schema reference translations: report chrF and BLEU against them")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the PT DatasetDict with a dataset card")
+    parser.add_argument("--public", action="store_true", help="with --push-to-hub: a public dataset (default private)")
     parser.add_argument("--dry-run", action="store_true",
-                        help="print the plan (source rows, records already cached or failed); translate nothing")
+                        help="print the plan (source rows, records already cached or failed, what a push would "
+                             "upload); translate nothing")
     args = parser.parse_args(argv)
-    if args.dry_run:
-        print(json.dumps(dry_run(args.source, args.output_dir, args.splits, args.limit, args.persist_dir), indent=2,
-                         ensure_ascii=False) + f"\nbackend {args.backend}, model {args.model}, {args.workers} workers")
-        return
-    backend = make_backend(args.backend, args.model, args.base_url, structured=not args.unstructured)
-    from lib import paths
+    if args.backend != "mt" and not args.model:
+        parser.error(f"--backend {args.backend} needs --model")
+    if args.post_edit_base_url and not args.post_edit_model:
+        parser.error("--post-edit-base-url needs --post-edit-model")
+    from lib import hub
 
-    portuguese, _, report, translator, stats = translate_dataset(
-        paths.resolve_source(args.source), args.output_dir, backend, splits=args.splits, limit=args.limit, workers=args.workers,
-        max_retries=args.max_retries, retry_failed=args.retry_failed, backoff_base=args.backoff_base,
-        persist_dir=args.persist_dir)
-    print(report.summary())
-    print(f"done {stats.done} (before: {stats.done_before}), failed {stats.failed}, "
-          f"{stats.rows_per_second:.2f} rows/s; dataset: {dict(portuguese.num_rows)}")
+    if args.dry_run:
+        plan = dry_run(args.source, args.output_dir, args.splits, args.limit, args.persist_dir)
+        if args.push_to_hub:
+            rows = plan["rows"] if isinstance(plan["rows"], dict) else {}
+            plan["uploads"] = hub.dataset_upload_plan(rows, args.push_to_hub, private=not args.public)
+        print(json.dumps(plan, indent=2, ensure_ascii=False) + f"\nbackend {args.backend}"
+              + (f", model {args.model}" if args.model else "") + f", {args.workers} workers")
+        return
+    if args.push_to_hub:
+        hub.require_token()  # no token: a clear error before hours of translation, not after
+    backend = make_backend(args.backend, args.model, args.base_url, structured=not args.unstructured)
+    post_editor = OpenAIBackend(args.post_edit_model, base_url=args.post_edit_base_url) if args.post_edit_model else None
+    run = translate_dataset(
+        paths.resolve_source(args.source), args.output_dir, backend, splits=args.splits, limit=args.limit,
+        workers=args.workers, max_retries=args.max_retries, retry_failed=args.retry_failed,
+        backoff_base=args.backoff_base, persist_dir=args.persist_dir, qe=not args.no_qe,
+        qe_threshold=args.qe_threshold, qe_round_trip=not args.no_round_trip, post_edit_backend=post_editor)
+    metrics = run_metrics(run, backend, paths.resolve_source(args.reference) if args.reference else None)
+    print(run.report.summary())
+    print(f"done {run.stats.done} (before: {run.stats.done_before}), failed {run.stats.failed}, "
+          f"{run.stats.rows_per_second:.2f} rows/s; flagged {metrics['flagged']}, post-edited {run.post_edited}; "
+          f"dataset: {dict(run.portuguese.num_rows)}" + (f"; chrF {metrics['chrf']}, BLEU {metrics['bleu']}"
+                                                         if metrics["chrf"] is not None else ""))
+    paths.write_json(metrics, Path(args.output_dir) / "translation.json")
+    if args.push_to_hub:
+        card = hub.dataset_card(dict(run.portuguese.num_rows), {**metrics, "backend": args.backend,
+                                                                "model": args.model})
+        print("pushed:", hub.push_dataset(run.portuguese, args.push_to_hub, card, private=not args.public))
 
 
 if __name__ == "__main__":
