@@ -1,5 +1,6 @@
 """Shared code for the Portuguese LLM fine-tuning lab; one module per stage, imported by the notebooks.
 
 Dependency order (each module imports only those before it; no cycles):
-paths, secrets -> data -> synthetic -> models -> prompts -> evaluate -> translate, train, chat, launch -> plots, report, pipeline.
+paths, secrets -> data, hub -> mt -> synthetic -> models -> prompts -> evaluate -> translate, train, chat, launch -> plots,
+report, pipeline.
 """

