@@ -235,7 +235,7 @@ def plan(preset: str, hardware: str, steps: int = 3, tiny: bool = False, source:
             "model": real_cfg.model, "architecture": spec, "steps": steps, "per_device_batch": cfg.per_device_batch,
             "grad_accum": cfg.grad_accum, "max_length": cfg.max_length, "optimizer": cfg.optimizer,
             "gradient_checkpointing": cfg.gradient_checkpointing, "budget_gb": cfg.memory_gb,
-            "estimate_gb": guess["total"], "estimate": guess, "data": paths.relative(source or fit_source(cfg.task)),
+            "estimate_gb": guess["total"], "estimate": guess, "data": paths.portable(source or fit_source(cfg.task)),
             "examples": steps * cfg.per_device_batch * cfg.grad_accum,
             "random_weights_on_disk_gb": _gb(n_params * (4 if tiny and not torch.cuda.is_available() else 2))}
 

@@ -234,7 +234,7 @@ def crosscheck(net, tokenizer, data: str = DEFAULT_DATA, split: str = "validatio
         report["acc_norm_disagreements"] = [o["id"] for o, t in zip(ours, theirs) if o["pred_norm"] != t["pred_bytes"]]
     if out is not None:
         files = sorted(out.glob("lm_eval_results_*.json"))
-        report["lm_eval_results_file"] = paths.relative(files[-1]) if files else None
+        report["lm_eval_results_file"] = paths.portable(files[-1]) if files else None
         paths.write_json(report, out / "crosscheck.json")
     return report
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import re
+from pathlib import Path, PureWindowsPath
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
@@ -30,6 +31,54 @@ def relative(path: str | Path) -> str:
         return str(path.resolve().relative_to(ROOT)) if path.is_absolute() else str(path)
     except ValueError:
         return str(path)
+
+
+_WINDOWS_ABSOLUTE = re.compile(r"^[A-Za-z]:[\\/]")
+OUTSIDE = "<outside the repository>"
+
+
+def portable(path: str | Path | None, **anchors: str | Path | None) -> str | None:
+    """How a path is written into anything the repo commits or publishes (metrics.json, training_summary.json,
+    pipeline.json, model and dataset cards): relative to the repository root when inside it; inside a folder the
+    caller names (`persist_dir=...`, `output_dir=...`) as `<that name>/<the rest>`; anywhere else only its last
+    part, `<outside the repository>/<name>`. Never absolute, so never a home, temp or Drive folder. A relative path
+    or a Hub id is kept as written."""
+    if path is None:
+        return None
+    text = str(path)
+    if _WINDOWS_ABSOLUTE.match(text):
+        return f"{OUTSIDE}/{PureWindowsPath(text).name}"
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        return path.as_posix()
+    path = path.resolve()
+    for name, anchor in {"": ROOT, **anchors}.items():
+        if anchor is None:
+            continue
+        try:
+            rest = path.relative_to(Path(anchor).expanduser().resolve()).as_posix()
+        except ValueError:
+            continue
+        return (f"{name}/{rest}" if rest != "." else name) if name else rest
+    return f"{OUTSIDE}/{path.name}"
+
+
+# An absolute machine path in text: a POSIX path from the root into a home, temp, Colab, Drive or mount folder, a
+# Windows drive path (also as JSON writes it, with doubled backslashes), or a home-relative `~/` path.
+MACHINE_PATH = re.compile(
+    r"(?<![\w.:/-])(?:/(?:home|root|tmp|var/folders|private|content|Users|mnt|media|drive|gdrive|work|workspace|opt|srv|"
+    r"data|scratch)(?=/)[^\s\"'`<>)]*|[A-Za-z]:(?:\\\\|\\)(?=[\w .-])[^\s\"'`<>)]*|~/[^\s\"'`<>)]*)")
+
+
+def machine_paths(text: str) -> list[str]:
+    """Absolute machine paths in `text` (see MACHINE_PATH), plus this machine's own repo, home and temp folders."""
+    found = MACHINE_PATH.findall(text)
+    import tempfile
+
+    for own in {str(ROOT), str(Path.home()), tempfile.gettempdir()}:
+        if len(own) > 1 and own in text:
+            found.append(own)
+    return found
 
 
 def resolve_source(source: str) -> str:
@@ -97,8 +146,12 @@ def machine() -> dict:
             "torch": torch.__version__}
 
 
+PATH_KEYS = ("data", "adapter", "source", "train_data", "sample_data", "reference")  # written through portable()
+
+
 def write_metrics(metrics: dict, path: str | Path) -> Path:
     missing = [k for k in PROVENANCE if k not in metrics]
     if missing:
         raise ValueError(f"{path}: metrics lack the provenance keys {missing} (see lib.paths.PROVENANCE)")
-    return write_json({**metrics, "machine": metrics.get("machine") or machine()}, path)
+    portable_paths = {k: portable(v) for k, v in metrics.items() if k in PATH_KEYS and isinstance(v, (str, Path))}
+    return write_json({**metrics, **portable_paths, "machine": metrics.get("machine") or machine()}, path)

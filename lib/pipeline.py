@@ -174,7 +174,10 @@ def run(profile: str = "smoke", only: list[str] | None = None, overrides: dict |
         from lib import report  # the adapters' model cards now carry the evaluations that followed their training
 
         report.update_model_cards(profile, results_root)
-        record = {"profile": profile, "notebooks": seconds, "total_s": total, "overrides": overrides or {},
+        persist = (overrides or {}).get("persist_dir")
+        record = {"profile": profile, "notebooks": seconds, "total_s": total,
+                  "overrides": {k: paths.portable(v, persist_dir=persist) if isinstance(v, str) and k.endswith("_dir")
+                                else v for k, v in (overrides or {}).items()},
                   "cpu_count": os.cpu_count(), "machine": paths.machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         if profile == "rehearsal":
             from lib import rehearsal  # loads models: only this profile needs it

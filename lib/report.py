@@ -325,7 +325,7 @@ def model_card(adapter_dir: str | Path) -> str:
         *[f"- {line}" for line in _limitations(found, summary)], "",
         "## Loading", "", "```python",
         "from lib import inference  # in a clone of the repository: the same 4-bit base the adapter was trained on",
-        f"model, tokenizer = inference.load_for_eval({summary['model']!r}, {paths.relative(adapter_dir)!r}, "
+        f"model, tokenizer = inference.load_for_eval({summary['model']!r}, {paths.portable(adapter_dir)!r}, "
         "quantize_4bit=True)",
         "```", "",
         *(["With transformers and PEFT alone:", "", "```python",

@@ -715,14 +715,15 @@ def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, m
     runtime = next((e["train_runtime"] for e in reversed(trainer.state.log_history) if "train_runtime" in e), None)
     summary = {
         "preset": cfg.preset, "hardware": cfg.hardware, "config": asdict(cfg), "model": cfg.model,
-        "data": cfg.data if source is None else source, "split": "train", "seed": cfg.seed, "train_data_hash": dataset_hash(splits["train"]),
+        "data": paths.portable(cfg.data if source is None else source), "split": "train", "seed": cfg.seed, "train_data_hash": dataset_hash(splits["train"]),
         "rows": {"train": len(splits["train"]), "validation": len(splits["validation"])},
         "rejected_rows": report.n_rejected, "truncation": {"train": train_len, "validation": eval_len},
-        "trainable_parameters": count_parameters(trainer.model)[0], "resumed_from": resume,
+        "trainable_parameters": count_parameters(trainer.model)[0],
+        "resumed_from": paths.portable(resume, persist_dir=persist_dir, output_dir=output_dir),
         "global_step": trainer.state.global_step, "useful_token_fraction": trainer.data_collator.useful_fraction,
         "log_history": trainer.state.log_history, "world_size": trainer.args.world_size, "versions": versions(),
         "cpu_substitutions": substitutions, "machine": paths.machine(), "train_runtime_s": runtime,
-        "report_to": report_to, "checkpoints": str(checkpoints),
+        "report_to": report_to, "checkpoints": paths.portable(checkpoints, persist_dir=persist_dir, output_dir=output_dir),
     }
     if trainer.is_world_process_zero():  # one writer when several processes train (lib.launch)
         name_base_portably(final, cfg.model)
@@ -730,12 +731,14 @@ def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, m
         (final / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
         cards.write_model_card(final)
         if persist_dir:
-            summary["persisted_adapter"] = str(paths.mirror(final, Path(persist_dir) / "final_adapter"))
+            summary["persisted_adapter"] = paths.portable(paths.mirror(final, Path(persist_dir) / "final_adapter"),
+                                                          persist_dir=persist_dir)
         if push_to_hub:
             summary["pushed"] = push_adapter(final, push_to_hub, private=private)
             print(f"[train] final adapter pushed to {push_to_hub} ({'private' if private else 'public'})", flush=True)
         if merge:
-            summary["merged"] = str(merge_adapter(cfg.model, final, output_dir / "merged"))
+            summary["merged"] = paths.portable(merge_adapter(cfg.model, final, output_dir / "merged"),
+                                               output_dir=output_dir)
     return summary
 
 

@@ -326,7 +326,7 @@ def reference_scores(portuguese: datasets.DatasetDict, reference: str | Path) ->
         return {"chrf": round(CHRF().corpus_score(hyp, [ref]).score, 1),
                 "bleu": round(BLEU().corpus_score(hyp, [ref]).score, 1)}
 
-    return {**score(TARGET_KEYS), "reference": paths.relative(reference), "reference_rows": len(rows),
+    return {**score(TARGET_KEYS), "reference": paths.portable(reference), "reference_rows": len(rows),
             "reference_rejected": report.n_rejected, "per_field": {k: score([k]) for k in TARGET_KEYS}}
 
 

@@ -32,6 +32,56 @@ def test_committed_metrics_record_their_provenance(path):
         assert base in models.PRESETS or "/" in base and not base.startswith("/"), f"{config}: base named {base!r}"
 
 
+BINARY = (".png", ".safetensors", ".bin", ".pt", ".pth", ".parquet", ".arrow")
+
+
+def test_no_committed_result_names_a_machine_path():
+    """Every tracked text file under results/ (metrics, summaries, pipeline.json, model and dataset cards) is free of
+    absolute paths: a home, temp, Colab or Drive folder, a Windows drive path, `~/`, or this checkout's own folder."""
+    tracked = subprocess.run(["git", "ls-files", "results"], cwd=paths.ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert len(tracked) > 50
+    found = []
+    for name in tracked:
+        if name.endswith(BINARY):
+            continue
+        for number, line in enumerate((paths.ROOT / name).read_text(encoding="utf-8").splitlines(), start=1):
+            found += [f"{name}:{number}: {hit}" for hit in paths.machine_paths(line)]
+    assert not found, "absolute machine paths in committed results:\n" + "\n".join(found[:20])
+
+
+@pytest.mark.parametrize("text, hit", [
+    ('"checkpoints": "/home/ana/lab/results/smoke/04/adapter"', "/home/ana/lab/results/smoke/04/adapter"),
+    ('"resumed_from": "/content/drive/MyDrive/lab/x/checkpoint-2"', "/content/drive/MyDrive/lab/x/checkpoint-2"),
+    ('"dir": "/tmp/pytest-1/run"', "/tmp/pytest-1/run"), ('"dir": "C:\\\\Users\\\\ana\\\\run"', "C:\\\\Users"),
+    ("see ~/runs/x", "~/runs/x"),
+])
+def test_the_scan_finds_machine_paths(text, hit):
+    assert any(h.startswith(hit) for h in paths.machine_paths(text)), paths.machine_paths(text)
+
+
+@pytest.mark.parametrize("text", ["results/smoke/04_qlora_canarim/adapter", "https://huggingface.co/datasets/x/home/y",
+                                  "allenai/cosmos_qa", "persist_dir/smoke/04/final_adapter", "ratio 3/4 and 1/2"])
+def test_the_scan_leaves_repo_paths_urls_and_hub_ids_alone(text):
+    assert paths.machine_paths(text) == []
+
+
+@pytest.mark.parametrize("path, anchors, written", [
+    (paths.ROOT / "results" / "smoke" / "x" / "adapter", {}, "results/smoke/x/adapter"),
+    ("/content/drive/MyDrive/lab/smoke/04/checkpoint-2", {"persist_dir": "/content/drive/MyDrive/lab"},
+     "persist_dir/smoke/04/checkpoint-2"),
+    ("/tmp/run/checkpoint-2", {"output_dir": "/tmp/run"}, "output_dir/checkpoint-2"),
+    ("/tmp/run", {"output_dir": "/tmp/run", "persist_dir": None}, "output_dir"),
+    ("/home/ana/data.jsonl", {}, "<outside the repository>/data.jsonl"),
+    ("C:\\Users\\ana\\data.jsonl", {}, "<outside the repository>/data.jsonl"),
+    ("allenai/cosmos_qa", {}, "allenai/cosmos_qa"), ("data/samples/canarim.jsonl", {}, "data/samples/canarim.jsonl"),
+    (None, {}, None),
+])
+def test_paths_are_written_portably(path, anchors, written):
+    assert paths.portable(path, **anchors) == written
+    assert not paths.machine_paths(str(written))
+
+
 def _committed(name: str) -> dict:
     return json.loads((SMOKE / "06_accuracy_analysis" / name).read_text(encoding="utf-8"))
 

@@ -231,6 +231,14 @@ def test_training_killed_after_a_checkpoint_resumes_and_ends_at_the_planned_step
         assert (out / "checkpoint-4" / name).exists(), name
     assert any(p.name.startswith("rng_state") for p in (out / "checkpoint-4").iterdir())
     assert (out / "final_adapter" / "adapter_config.json").exists()
+    # What a Hub push would upload names no machine path, though this run lived in an absolute temp folder
+    assert summary["resumed_from"] == "output_dir/checkpoint-2" and summary["checkpoints"] == "output_dir"
+    plan = train.upload_plan(out / "final_adapter", "me/adapter")
+    assert "README.md" in plan["files"] and "training_summary.json" in plan["files"]
+    for name in plan["files"]:
+        if not name.endswith(".safetensors"):
+            text = (out / "final_adapter" / name).read_text(encoding="utf-8")
+            assert not paths.machine_paths(text) and str(tmp_path) not in text, (name, paths.machine_paths(text))
 
 
 # ---------------------------------------------------------------- data sources (one rule, lib.data.train_validation)
