@@ -537,3 +537,35 @@ def reproduction(committed: list[dict], rescored: list[dict], near_tie: float = 
             "flips": flips, "near_ties": near_ties, "near_tie": near_tie,
             "unexplained_flips": [i for i in flips if i not in set(near_ties)],
             "max_prob_change": max(abs(again[p["id"]]["probs"][k] - v) for p in committed for k, v in p["probs"].items())}
+
+
+@torch.no_grad()
+def held_out_loss_and_letters(model, tokenizer, rows: list[dict], batch_size: int = 16) -> dict:
+    """Eval loss and `letters` accuracy of held-out multiple-choice rows from one forward pass per batch.
+
+    Each row is the rendered training conversation; the loss is over the completion's tokens (what the trainer's eval
+    loss averages; the same number when, as for `Alternativa X`, every completion has as many tokens), and the logits
+    at the position before the letter give the `letters` answer (the same as `lib.evaluate.score_letters`: the tokens
+    after it do not reach it). Half the work of an eval-loss pass followed by a letters pass."""
+    items = []
+    for row in rows:
+        rendered = prompts.render_cosmos(row, tokenizer)
+        prefix, letter_ids = letter_tokens(tokenizer, rendered["prompt"])
+        full = encode(tokenizer, rendered["text"])
+        begin = len(encode(tokenizer, rendered["prompt"]))
+        items.append((full, begin, len(prefix), letter_ids, row["Label"]))
+    nll, tokens, correct = 0.0, 0, 0
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        keep = max(len(full) - min(begin, at) for full, begin, at, _, _ in chunk) + 1
+        batch = left_padded(tokenizer, [full for full, *_ in chunk], device(model))
+        logprobs = torch.log_softmax(model(**batch, logits_to_keep=keep).logits.float(), dim=-1)
+        for i, (full, begin, at, letter_ids, gold) in enumerate(chunk):
+            offset = keep - len(full)  # column of token 0 in the kept logits, which predict the next token
+            targets = torch.tensor(full[begin:], device=logprobs.device)
+            nll -= logprobs[i, offset + begin - 1:offset + len(full) - 1].gather(1, targets[:, None]).sum().item()
+            tokens += len(full) - begin
+            letters = logprobs[i, offset + at - 1, letter_ids]
+            correct += LETTERS[int(letters.argmax())] == gold
+    return {"eval_loss": round(nll / tokens, 4), "eval_letters_accuracy": round(correct / len(items), 4),
+            "eval_letters_n": len(items)}

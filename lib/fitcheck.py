@@ -1,11 +1,11 @@
 """"Will it fit?" measured: a few real QLoRA optimizer steps of a preset on random weights of its real architecture.
 
 `python -m lib.fitcheck --preset zephyr-cosmosqa --hardware rtx3090` builds the preset's model from its published
-shapes (`lib.train.ARCHITECTURES`) with random weights — nothing is downloaded —, loads it in 4-bit NF4 through the
+shapes (`lib.memory.ARCHITECTURES`) with random weights — nothing is downloaded —, loads it in 4-bit NF4 through the
 project's own loader (`lib.models.load_model`), and trains it for `--steps` optimizer steps through the project's own
 trainer (`lib.train.build_trainer`: same collator, LoRA, optimizer, gradient checkpointing, precision) on the shipped
 sample of the preset's task, every micro-batch padded to the preset's `max_length` (the worst case for memory). It
-reports the peak GPU memory next to `lib.train.memory_estimate`, seconds per optimizer step, real tokens/s, and
+reports the peak GPU memory next to `lib.memory.memory_estimate`, seconds per optimizer step, real tokens/s, and
 whether the run fits the hardware's budget and the GPU it ran on. `--all` runs every preset x GPU hardware, each in
 its own process. Rows go to `results/<profile>/bench/fitcheck.json` (profile `full` on a GPU, `smoke` with `--tiny`).
 
@@ -42,12 +42,12 @@ from pathlib import Path
 
 import torch
 
-from lib import data, models, paths, train
+from lib import data, memory, models, paths, train
 
 FIELDS = ("preset", "hardware", "gpu", "ok", "error", "peak_allocated_gb", "peak_reserved_gb", "estimate_gb",
           "s_per_step", "tokens_per_s")
 GPU_HARDWARE = tuple(h for h in train.HARDWARE if h != "smoke")
-GB = 1e9  # the estimator's unit (lib.train.estimate_memory_gb); hardware budgets are compared in it too
+GB = 1e9  # the estimator's unit (lib.memory.estimate_memory_gb); hardware budgets are compared in it too
 FALLBACK_TOKENIZERS = ("embedded-small", "embedded")  # SmolLM2 (49 152 ids) is quicker to convert than Gemma
 # --tiny: the real model type, vocabulary and layer-width ratios, tiny widths (`lib.models.architecture`); a couple
 # of micro-batches per step
@@ -74,24 +74,6 @@ def fit_config(preset: str, hardware: str, steps: int, tiny: bool = False, model
     extra.update({k: v for k, v in overrides.items() if v is not None})
     return train.config_for(preset, hardware, model=model, max_steps=steps, save_steps=10**9, eval_steps=10**9,
                             **extra)
-
-
-def estimate(cfg: train.TrainConfig, spec: dict) -> dict:
-    """`lib.train.estimate_memory_gb` for `cfg` on the architecture `spec` (equals `memory_estimate` on real shapes)."""
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        net = AutoModelForCausalLM.from_config(config_object(spec))
-    n_params = train.count_parameters(net)[1]
-    lora = train.count_parameters(get_peft_model(net, train.lora_config(cfg)))[0]
-    return train.estimate_memory_gb(
-        n_params=n_params, vocab=spec["vocab_size"], hidden=spec["hidden_size"], layers=spec["num_hidden_layers"],
-        lora_params=lora, batch=cfg.per_device_batch, seq_len=cfg.max_length,
-        gradient_checkpointing=cfg.gradient_checkpointing, optimizer_bytes=2.0 if "8bit" in cfg.optimizer else 8.0,
-        activation_bytes=train.activation_bytes_per_token(spec["hidden_size"], spec["intermediate_size"],
-                                                          spec["num_attention_heads"], spec["num_key_value_heads"],
-                                                          cfg.lora_r, cfg.lora_targets))
 
 
 def release_memory() -> None:
@@ -228,9 +210,9 @@ def plan(preset: str, hardware: str, steps: int = 3, tiny: bool = False, source:
     real_cfg = train.config_for(preset, hardware)
     spec = architecture(real_cfg.model, tiny)
     cfg = fit_config(preset, hardware, steps, tiny)
-    guess = train.memory_estimate(real_cfg) if not tiny else estimate(cfg, spec)
+    guess = memory.memory_estimate(real_cfg) if not tiny else memory.estimate_for(cfg, spec)
     with torch.device("meta"):
-        n_params = train.count_parameters(AutoModelForCausalLM.from_config(config_object(spec)))[1]
+        n_params = memory.count_parameters(AutoModelForCausalLM.from_config(config_object(spec)))[1]
     return {"preset": preset, "hardware": hardware, "gpu": gpu_name() + (" (tiny)" if tiny else ""), "tiny": tiny,
             "model": real_cfg.model, "architecture": spec, "steps": steps, "per_device_batch": cfg.per_device_batch,
             "grad_accum": cfg.grad_accum, "max_length": cfg.max_length, "optimizer": cfg.optimizer,
@@ -285,7 +267,7 @@ def check(preset: str, hardware: str, steps: int = 3, tiny: bool = False, workdi
         row.update(speed(timer.marks, remap.batches, cfg.grad_accum))
         row["token_ids"] = (f"modulo {spec['vocab_size']} ({remap.remapped} ids remapped)" if remap.remapped
                             else "as tokenized")
-        row["trainable_parameters"] = train.count_parameters(trainer.model)[0]
+        row["trainable_parameters"] = memory.count_parameters(trainer.model)[0]
         row["quantized_layers"] = quantized_layers(trainer.model)
         row["optimizer_steps"] = trainer.state.global_step
         row["positions_per_micro_batch"] = sorted({padded for _, padded in remap.batches})
@@ -359,7 +341,7 @@ def activation_probe(preset: str, hardware: str = "colab-a100", tiny: bool = Fal
         net = AutoModelForCausalLM.from_pretrained(str(folder), quantization_config=quant, dtype=torch.bfloat16,
                                                    device_map="cpu")
         net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=False)
-        net = get_peft_model(net, train.lora_config(cfg))
+        net = get_peft_model(net, memory.lora_config(cfg))
         for param in net.parameters():
             if param.requires_grad:
                 param.data = param.data.to(torch.bfloat16)
@@ -428,12 +410,12 @@ def activation_probe(preset: str, hardware: str = "colab-a100", tiny: bool = Fal
 
 
 def probe_all(tiny: bool = False) -> dict:
-    """`activation_probe` for every preset next to `lib.train.activation_bytes_per_token` and the old assumption."""
+    """`activation_probe` for every preset next to `lib.memory.activation_bytes_per_token` and the old assumption."""
     rows = []
     for preset in sorted(train.PRESETS):
         probe = activation_probe(preset, tiny=tiny)
         spec, cfg = probe["architecture"], train.config_for(preset)
-        saved, kept = train.activation_bytes_per_token(spec["hidden_size"], spec["intermediate_size"],
+        saved, kept = memory.activation_bytes_per_token(spec["hidden_size"], spec["intermediate_size"],
                                                        spec["num_attention_heads"], spec["num_key_value_heads"],
                                                        cfg.lora_r, cfg.lora_targets)
         probe.update(estimator_saved_bytes=saved, estimator_checkpoint_bytes=kept,

@@ -171,9 +171,9 @@ def run(profile: str = "smoke", only: list[str] | None = None, overrides: dict |
     total = round(time.monotonic() - started, 1)
     print(f"pipeline: {len(done)} notebooks in {total / 60:.1f} min", flush=True)
     if chain:
-        from lib import report  # the adapters' model cards now carry the evaluations that followed their training
+        from lib import hub  # the adapters' model cards now carry the evaluations that followed their training
 
-        report.update_model_cards(profile, results_root)
+        hub.update_model_cards(profile, results_root)
         persist = (overrides or {}).get("persist_dir")
         record = {"profile": profile, "notebooks": seconds, "total_s": total,
                   "overrides": {k: paths.portable(v, persist_dir=persist) if isinstance(v, str) and k.endswith("_dir")

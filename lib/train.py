@@ -18,7 +18,8 @@ import datasets
 import torch
 
 from lib import data, models, prompts
-from lib.hub import UPLOAD_PATTERNS, hub_token, push_adapter, upload_plan  # noqa: F401 - publishing lives in lib.hub
+from lib.memory import count_parameters, lora_config, memory_estimate
+from lib.hub import checkpoint_marker, hub_last_checkpoint, hub_token, last_checkpoint, push_adapter, upload_plan
 
 # ---------------------------------------------------------------- presets (read side by side)
 
@@ -121,118 +122,6 @@ def config_for(preset: str, hardware: str = "colab-a100", **overrides) -> TrainC
     spec.setdefault("per_device_batch", spec["batch_size"])
     spec.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(preset=preset, hardware=hardware, **spec)
-
-
-# ---------------------------------------------------------------- parameter counts and memory
-
-ARCHITECTURES = models.ARCHITECTURES  # published shapes of the real models (lib.models owns them)
-
-
-def meta_model(model: str):
-    """The real architecture on the meta device: shapes only, no weights, no download."""
-    from transformers import AutoModelForCausalLM
-
-    config = models.config_object(models.architecture(model))
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
-
-
-def lora_config(cfg: TrainConfig):
-    from peft import LoraConfig
-
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.lora_targets), bias="none", task_type="CAUSAL_LM")
-
-
-def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total)."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
-
-
-def lora_parameter_count(cfg: TrainConfig) -> int:
-    from peft import get_peft_model
-
-    return count_parameters(get_peft_model(meta_model(cfg.model), lora_config(cfg)))[0]
-
-
-LORA_IN_FEATURES = {"q_proj": "hidden", "k_proj": "hidden", "v_proj": "hidden", "o_proj": "hidden",
-                    "gate_proj": "hidden", "up_proj": "hidden", "down_proj": "intermediate"}
-
-
-def activation_bytes_per_token(hidden: int, intermediate: int, heads: int, kv_heads: int, lora_r: int,
-                               lora_targets: tuple[str, ...]) -> tuple[int, int]:
-    """(bytes autograd saves per token per decoder layer, bytes kept per token per layer with gradient checkpointing)
-    in QLoRA training on a GPU (bf16 autocast), for a LLaMA/Mistral layer.
-
-    Counted tensor by tensor by `lib.fitcheck.activation_probe` (docs/fitcheck.md), exactly for both presets:
-    `prepare_model_for_kbit_training` casts the embedding and the norms to fp32, so the residual stream is fp32 and
-    bitsandbytes returns each 4-bit projection in its input's dtype: the MLP's gate/up outputs and the SiLU output
-    are fp32 (12 * intermediate), the two norm inputs too (8 * hidden); attention keeps bf16 query and output
-    (4 * hidden), keys and values (4 * kv dim) and an fp32 log-sum-exp; each LoRA layer keeps its dropout mask
-    (1 B), the bf16 input of A (2 B) per input feature and A's bf16 output (2 * r). A checkpointed layer keeps its
-    fp32 input (4 * hidden).
-    """
-    kv_dim = kv_heads * (hidden // heads)
-    width = {"hidden": hidden, "intermediate": intermediate}
-    lora = sum(3 * width[LORA_IN_FEATURES[t]] + 2 * lora_r for t in lora_targets)
-    return 12 * intermediate + 12 * hidden + 4 * kv_dim + 4 * heads + 8 + lora, 4 * hidden
-
-
-def estimate_memory_gb(n_params: int, vocab: int, hidden: int, layers: int, lora_params: int, batch: int,
-                       seq_len: int, gradient_checkpointing: bool, optimizer_bytes: float = 8.0,
-                       activation_bytes: tuple[float, float] | None = None, embedding_bytes: int = 4,
-                       overhead_gb: float = 1.0) -> dict:
-    """Rough peak GPU memory of QLoRA training, in GB (1e9 bytes). Assumptions:
-
-    - base weights in 4-bit NF4 (0.5 B/param) plus double-quantised constants (~0.127 bit/param); the input
-      embedding and LM head in fp32 (`prepare_model_for_kbit_training` casts every non-4-bit weight to fp32);
-    - LoRA weights and their gradients in bf16 (4 B/param: TRL casts the adapters of a quantized model to bf16)
-      plus optimizer state: 8 B/param for 32-bit AdamW, 2 B/param for 8-bit AdamW;
-    - activations: `activation_bytes` = (saved per token per layer, kept per token per layer with checkpointing),
-      from `activation_bytes_per_token` (measured tensor by tensor, no seq^2 term: memory-efficient attention);
-      default (73 * hidden, 4 * hidden), Zephyr-7B's measured rate. With checkpointing, every layer keeps its input
-      and one layer is recomputed in full during backward. (Until issue 13 this assumed ~34 * hidden bytes in
-      16-bit, Korthikanti et al. 2022, and 2 * hidden kept: half of what QLoRA with an fp32 residual stream keeps);
-    - logits in fp32 for the loss, plus their gradient: 2 * 4 * vocab bytes per token (an upper bound: TRL's fused
-      LM head projects only supervised positions on GPU, in tiles of at most 4 096 tokens);
-    - `overhead_gb` for the CUDA context, allocator fragmentation and temporary buffers.
-    """
-    saved, kept = activation_bytes or (73 * hidden, 4 * hidden)
-    embed = 2 * vocab * hidden
-    weights = (n_params - embed) * (0.5 + 0.127 / 8) + embed * embedding_bytes
-    lora = lora_params * (4 + optimizer_bytes)
-    tokens = batch * seq_len
-    per_layer = saved * tokens
-    activations = (layers * kept * tokens + per_layer) if gradient_checkpointing else layers * per_layer
-    logits = 2 * 4 * vocab * tokens
-    parts = {"weights": weights, "lora_and_optimizer": lora, "activations": activations, "logits": logits}
-    gb = {k: round(v / 1e9, 2) for k, v in parts.items()}
-    gb["overhead"] = overhead_gb
-    gb["total"] = round(sum(parts.values()) / 1e9 + overhead_gb, 2)
-    return gb
-
-
-def memory_estimate(cfg: TrainConfig) -> dict:
-    """Estimate for a preset on its hardware (real architectures only), with a warning past the budget."""
-    if cfg.model not in ARCHITECTURES:
-        return {"total": None, "note": f"no architecture card for {cfg.model!r} (CPU smoke run: RAM is not the limit)"}
-    spec = ARCHITECTURES[cfg.model]
-    net = meta_model(cfg.model)
-    estimate = estimate_memory_gb(
-        n_params=count_parameters(net)[1], vocab=spec["vocab_size"], hidden=spec["hidden_size"],
-        layers=spec["num_hidden_layers"], lora_params=lora_parameter_count(cfg), batch=cfg.per_device_batch,
-        seq_len=cfg.max_length, gradient_checkpointing=cfg.gradient_checkpointing,
-        optimizer_bytes=2.0 if "8bit" in cfg.optimizer else 8.0,
-        activation_bytes=activation_bytes_per_token(
-            spec["hidden_size"], spec["intermediate_size"], spec["num_attention_heads"], spec["num_key_value_heads"],
-            cfg.lora_r, cfg.lora_targets))
-    estimate["budget"] = cfg.memory_gb
-    estimate["fits"] = estimate["total"] <= cfg.memory_gb
-    if not estimate["fits"]:
-        estimate["warning"] = (f"estimated {estimate['total']} GB exceeds the {cfg.memory_gb} GB of {cfg.hardware}: "
-                               f"lower per_device_batch or max_length, or enable gradient checkpointing")
-    return estimate
 
 
 # ---------------------------------------------------------------- data
@@ -349,6 +238,27 @@ def _length_grouped_trainer_class():
                                                    generator=self.generator))
 
     class LengthGroupedSFTTrainer(SFTTrainer):
+        held_out: tuple[list[dict], int] | None = None  # (multiple-choice rows, batch size): see `evaluate`
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            """With held-out multiple-choice rows: eval loss and `letters` accuracy from one forward pass per batch
+            (`lib.evaluate.held_out_loss_and_letters`) instead of the eval-loss loop, reported exactly as the
+            trainer's own evaluation is (log history, TensorBoard, best-model tracking, early stopping)."""
+            if self.held_out is None:
+                return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            from lib import evaluate
+
+            rows, batch_size = self.held_out
+            was_training = self.model.training
+            self.model.eval()
+            metrics = evaluate.held_out_loss_and_letters(self.model, self.processing_class, rows, batch_size)
+            self.model.train(was_training)
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            print(f"[train] step {self.state.global_step}: held-out eval loss {metrics['eval_loss']:.4f}, letters "
+                  f"accuracy {metrics['eval_letters_accuracy']:.1%} (n={len(rows)})", flush=True)
+            return metrics
+
         def _get_train_sampler(self, train_dataset=None):
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             if self.args.train_sampling_strategy != "group_by_length" or "input_ids" not in dataset.column_names:
@@ -357,97 +267,6 @@ def _length_grouped_trainer_class():
             return WideLengthGroupedSampler(batch, lengths=[len(ids) for ids in dataset["input_ids"]])
 
     return LengthGroupedSFTTrainer
-
-
-def held_out_letters_accuracy(rows: list[dict], tokenizer, batch_size: int = 16):
-    """A callback that adds the `letters` accuracy on held-out multiple-choice rows to every evaluation.
-
-    Eval loss alone can fall while the answer does not improve (or rise while it does): the learning curve that
-    chooses steps and learning rates for notebook 05 reads this number, on the train split's held-out part.
-    """
-    from transformers import TrainerCallback
-
-    from lib import evaluate
-
-    class HeldOutLettersAccuracy(TrainerCallback):
-        trainer = None  # set by build_trainer: its `log` reaches the log history and TensorBoard / W&B alike
-
-        def on_evaluate(self, args, state, control, model=None, **kwargs):
-            was_training = model.training
-            model.eval()
-            predictions = evaluate.evaluate_mc(model, tokenizer, rows, "letters", batch_size)
-            model.train(was_training)
-            accuracy = sum(p["correct"] for p in predictions) / len(predictions)
-            self.trainer.log({"eval_letters_accuracy": round(accuracy, 4), "eval_letters_n": len(rows)})
-            print(f"[train] step {state.global_step}: held-out letters accuracy {accuracy:.1%} (n={len(rows)})",
-                  flush=True)
-
-    return HeldOutLettersAccuracy()
-
-
-@torch.no_grad()
-def held_out_loss_and_letters(model, tokenizer, rows: list[dict], batch_size: int = 16) -> dict:
-    """Eval loss and `letters` accuracy of held-out multiple-choice rows from one forward pass per batch.
-
-    Each row is the rendered training conversation; the loss is over the completion's tokens (what the trainer's eval
-    loss averages; the same number when, as for `Alternativa X`, every completion has as many tokens), and the logits
-    at the position before the letter give the `letters` answer (the same as `lib.evaluate.score_letters`: the tokens
-    after it do not reach it). Half the work of an eval-loss pass followed by a letters pass."""
-    from lib import evaluate, inference, prompts
-
-    items = []
-    for row in rows:
-        rendered = prompts.render_cosmos(row, tokenizer)
-        prefix, letter_ids = evaluate.letter_tokens(tokenizer, rendered["prompt"])
-        full = inference.encode(tokenizer, rendered["text"])
-        begin = len(inference.encode(tokenizer, rendered["prompt"]))
-        items.append((full, begin, len(prefix), letter_ids, row["Label"]))
-    nll, tokens, correct = 0.0, 0, 0
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        keep = max(len(full) - min(begin, at) for full, begin, at, _, _ in chunk) + 1
-        batch = inference.left_padded(tokenizer, [full for full, *_ in chunk], inference.device(model))
-        logprobs = torch.log_softmax(model(**batch, logits_to_keep=keep).logits.float(), dim=-1)
-        for i, (full, begin, at, letter_ids, gold) in enumerate(chunk):
-            offset = keep - len(full)  # column of token 0 in the kept logits, which predict the next token
-            targets = torch.tensor(full[begin:], device=logprobs.device)
-            nll -= logprobs[i, offset + begin - 1:offset + len(full) - 1].gather(1, targets[:, None]).sum().item()
-            tokens += len(full) - begin
-            letters = logprobs[i, offset + at - 1, letter_ids]
-            correct += evaluate.LETTERS[int(letters.argmax())] == gold
-    return {"eval_loss": round(nll / tokens, 4), "eval_letters_accuracy": round(correct / len(items), 4),
-            "eval_letters_n": len(items)}
-
-
-def held_out_evaluation(rows: list[dict], tokenizer, eval_steps: int, batch_size: int = 16):
-    """A callback evaluating held-out multiple-choice rows at step 0 (fresh runs) and every `eval_steps`: eval loss
-    and `letters` accuracy from one pass (`held_out_loss_and_letters`), logged like the trainer's own evaluation
-    (log history, TensorBoard: eval/loss, eval/letters_accuracy)."""
-    from transformers import TrainerCallback
-
-    class HeldOutEvaluation(TrainerCallback):
-        trainer = None  # set by build_trainer
-
-        def _evaluate(self, model, state, control):
-            was_training = model.training
-            model.eval()
-            result = held_out_loss_and_letters(model, tokenizer, rows, batch_size)
-            model.train(was_training)
-            should_log = control.should_log  # logging resets it: the step's training loss must still be logged
-            self.trainer.log(result)
-            control.should_log = should_log
-            print(f"[train] step {state.global_step}: held-out eval loss {result['eval_loss']:.4f}, letters accuracy "
-                  f"{result['eval_letters_accuracy']:.1%} (n={len(rows)})", flush=True)
-
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            if state.global_step == 0:  # a resumed run evaluated its step before the interruption
-                self._evaluate(model, state, control)
-
-        def on_step_end(self, args, state, control, model=None, **kwargs):
-            if state.global_step % eval_steps == 0:
-                self._evaluate(model, state, control)
-
-    return HeldOutEvaluation()
 
 
 def learning_curve(log_history: list[dict]) -> list[dict]:
@@ -541,9 +360,11 @@ def sft_config(cfg: TrainConfig, output_dir: str | Path, has_eval: bool = True, 
 
 def build_trainer(cfg: TrainConfig, train_ds, eval_ds, output_dir: str | Path, pad_to_max: bool = False,
                   model=None, tokenizer=None, callbacks: list | None = None, report_to: str = "none",
-                  hub_checkpoints: str | None = None):
+                  hub_checkpoints: str | None = None, held_out: list[dict] | None = None):
     """SFTTrainer on the 4-bit base with LoRA; `pad_to_max` reproduces the prior work's batching (for the bench).
-    Checkpoints go to `output_dir`, each marked complete once all its files are written (`last_checkpoint`)."""
+    Checkpoints go to `output_dir`, each marked complete once all its files are written (`last_checkpoint`).
+    `held_out`: multiple-choice rows whose eval loss and letters accuracy every evaluation measures in one pass (the
+    learning curve that chooses steps; early stopping reads it too)."""
     from peft import prepare_model_for_kbit_training
     from transformers import EarlyStoppingCallback
 
@@ -559,9 +380,8 @@ def build_trainer(cfg: TrainConfig, train_ds, eval_ds, output_dir: str | Path, p
         [EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else [])
     trainer = _length_grouped_trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=callbacks)
-    for callback in callbacks:
-        if hasattr(callback, "trainer"):
-            callback.trainer = trainer
+    if held_out:
+        trainer.held_out = (held_out, max(cfg.per_device_batch, 16))
     trainer.data_collator = UsefulTokenCounter(trainer.data_collator)
     if pad_to_max:
         trainer.data_collator.collator.pad_to_multiple_of = cfg.max_length  # every batch padded to max_length
@@ -577,74 +397,6 @@ def keep_4bit_layers_differentiable(model) -> int:
     """Keep a model's 4-bit layers on the CPU path that has a backward (`lib.models.one_cpu_4bit_kernel_path`,
     which `load_model` already applies): call it on a model you loaded and quantized yourself."""
     return models.one_cpu_4bit_kernel_path(model)
-
-
-# ---------------------------------------------------------------- checkpoints that survive the runtime
-
-COMPLETE = "checkpoint_complete.json"  # written after every other file of a checkpoint: what a resume trusts
-
-
-def mark_complete(folder: str | Path) -> Path:
-    """Record the size of every file of a finished checkpoint, atomically (a partial marker is never read)."""
-    folder = Path(folder)
-    files = {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*"))
-             if p.is_file() and not p.name.startswith(COMPLETE)}
-    partial = folder / (COMPLETE + ".partial")
-    with partial.open("w", encoding="utf-8") as f:
-        json.dump({"files": files}, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    return partial.replace(folder / COMPLETE)
-
-
-def is_complete(folder: str | Path) -> bool:
-    """True when the checkpoint's marker lists files that are all there with their recorded sizes: a save cut short
-    (runtime lost, disk full) or a file truncated later (a Drive sync) is not complete."""
-    folder = Path(folder)
-    try:
-        files = json.loads((folder / COMPLETE).read_text(encoding="utf-8"))["files"]
-    except (OSError, ValueError, KeyError):
-        return False
-    return bool(files) and all((folder / name).is_file() and (folder / name).stat().st_size == size
-                               for name, size in files.items())
-
-
-def checkpoint_marker():
-    from transformers import TrainerCallback
-
-    class MarkCompleteCheckpoints(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):  # called once the checkpoint's files are all written
-            if state.is_world_process_zero:
-                mark_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}")
-
-    return MarkCompleteCheckpoints()
-
-
-def last_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest complete `checkpoint-N` in `output_dir`; newer incomplete ones are skipped, and said so."""
-    folder = Path(output_dir)
-    found = sorted((p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
-                   key=lambda p: int(p.name.split("-")[-1]), reverse=True) if folder.is_dir() else []
-    for checkpoint in found:
-        if is_complete(checkpoint):
-            return str(checkpoint)
-        print(f"[train] {checkpoint} is incomplete (cut short while saving, or damaged): not resumed from",
-              flush=True)
-    return None
-
-
-def hub_last_checkpoint(repo_id: str, workdir: str | Path) -> str | None:
-    """`last-checkpoint/` of a Hub repo that received checkpoints, downloaded into `workdir`; None if it has none."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=["last-checkpoint/*"], token=hub_token(),
-                                        local_dir=str(Path(workdir) / "hub")))
-    except Exception as error:  # noqa: BLE001 - no repo yet, no network: start without it, and say so
-        print(f"[train] no checkpoint on the Hub ({type(error).__name__}): {str(error)[:120]}", flush=True)
-        return None
-    checkpoint = folder / "last-checkpoint"
-    return str(checkpoint) if is_complete(checkpoint) else None
 
 
 def versions() -> dict:
@@ -674,7 +426,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, m
     Hub repo id that receives the final adapter and its card (and, with `hub_checkpoints`, every checkpoint, which a
     rerun with nothing local resumes from).
     """
-    from lib import paths, report as cards
+    from lib import hub, paths
 
     output_dir = Path(output_dir)
     checkpoints = Path(persist_dir) if persist_dir else output_dir
@@ -687,16 +439,9 @@ def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, m
                                         cfg.max_length)
     eval_ds, eval_len = drop_overlong(training_examples(splits["validation"], cfg, tokenizer), tokenizer,
                                       cfg.max_length)
-    held_out = []
-    if cfg.task == "cosmos" and len(splits["validation"]):
-        if cfg.early_stopping_patience:  # early stopping reads the trainer's own evaluation
-            held_out = [held_out_letters_accuracy(list(splits["validation"]), tokenizer, cfg.per_device_batch)]
-        else:  # eval loss and letters accuracy in one pass (the trainer's evaluation would repeat the forward)
-            held_out = [held_out_evaluation(list(splits["validation"]), tokenizer, cfg.eval_steps,
-                                            max(cfg.per_device_batch, 16))]
-            eval_ds = None
+    held_out = list(splits["validation"]) if cfg.task == "cosmos" else None
     report_to = report_to or default_report_to()
-    trainer = build_trainer(cfg, train_ds, eval_ds, checkpoints, tokenizer=tokenizer, callbacks=held_out,
+    trainer = build_trainer(cfg, train_ds, eval_ds, checkpoints, tokenizer=tokenizer, held_out=held_out,
                             report_to=report_to, hub_checkpoints=push_to_hub if hub_checkpoints else None)
     substitutions = cpu_substitutions(cfg)
     for row in substitutions:
@@ -729,7 +474,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, m
         name_base_portably(final, cfg.model)
         tokenizer.save_pretrained(str(final))
         (final / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-        cards.write_model_card(final)
+        hub.write_model_card(final)
         if persist_dir:
             summary["persisted_adapter"] = paths.portable(paths.mirror(final, Path(persist_dir) / "final_adapter"),
                                                           persist_dir=persist_dir)

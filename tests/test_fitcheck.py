@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from lib import fitcheck, paths, train
+from lib import fitcheck, memory, paths, train
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU: `python -m lib.fitcheck --all` runs the real 7B shapes")
@@ -41,7 +41,7 @@ def test_tiny_fit_check_trains_through_the_project_path(tiny_row):
     assert row["tokenizer"] == "sabia-7b-tiny" and row["token_ids"] == "as tokenized"
     assert row["data"] == "data/samples/canarim.jsonl"
     cfg = fitcheck.fit_config("sabia-canarim", "rtx3090", 2, tiny=True)
-    assert row["estimate_gb"] == fitcheck.estimate(cfg, spec)["total"]
+    assert row["estimate_gb"] == memory.estimate_for(cfg, spec)["total"]
     if not torch.cuda.is_available():
         assert row["gpu"] == "cpu (tiny)" and row["peak_allocated_gb"] is None and row["fits_budget"] is None
         assert row["peak_rss_gb"] > 0
@@ -75,8 +75,8 @@ def test_dry_run_plans_without_building_anything(capsys):
     plans = fitcheck.main(["--preset", "sabia-canarim", "--hardware", "colab-a100", "--dry-run"])
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(plans))
     (planned,) = plans
-    assert planned["estimate_gb"] == train.memory_estimate(train.config_for("sabia-canarim", "colab-a100"))["total"]
-    assert planned["architecture"] == train.ARCHITECTURES["sabia-7b"] and planned["examples"] == 3 * 8
+    assert planned["estimate_gb"] == memory.memory_estimate(train.config_for("sabia-canarim", "colab-a100"))["total"]
+    assert planned["architecture"] == memory.ARCHITECTURES["sabia-7b"] and planned["examples"] == 3 * 8
     assert 13 < planned["random_weights_on_disk_gb"] < 14  # 6.7B parameters in bf16
 
 
@@ -114,7 +114,7 @@ def test_speed_leaves_out_the_first_step():
 
 
 def test_tiny_architecture_keeps_type_vocabulary_and_ratios():
-    for model, real in train.ARCHITECTURES.items():
+    for model, real in memory.ARCHITECTURES.items():
         tiny = fitcheck.architecture(model, tiny=True)
         assert fitcheck.architecture(model) == real
         assert tiny["model_type"] == real["model_type"] and tiny["vocab_size"] == real["vocab_size"]
@@ -127,8 +127,8 @@ def test_tiny_architecture_keeps_type_vocabulary_and_ratios():
 def test_fit_check_estimate_is_the_notebooks_estimate_on_real_shapes(preset, hardware):
     """Both architectures, with and without checkpointing, 32- and 8-bit AdamW."""
     cfg = fitcheck.fit_config(preset, hardware, steps=3)
-    got = fitcheck.estimate(cfg, fitcheck.architecture(cfg.model))
-    expected = train.memory_estimate(train.config_for(preset, hardware))
+    got = memory.estimate_for(cfg, fitcheck.architecture(cfg.model))
+    expected = memory.memory_estimate(train.config_for(preset, hardware))
     assert got == {k: expected[k] for k in got}
 
 
@@ -139,7 +139,7 @@ def test_activation_formula_is_what_autograd_saves(preset, tmp_path):
     """Tiny shapes, counted tensor by tensor in the GPU dtype chain: the estimator's formula to the byte."""
     probe = fitcheck.activation_probe(preset, tiny=True, workdir=tmp_path)
     spec, cfg = probe["architecture"], train.config_for(preset)
-    saved, kept = train.activation_bytes_per_token(spec["hidden_size"], spec["intermediate_size"],
+    saved, kept = memory.activation_bytes_per_token(spec["hidden_size"], spec["intermediate_size"],
                                                    spec["num_attention_heads"], spec["num_key_value_heads"],
                                                    cfg.lora_r, cfg.lora_targets)
     assert probe["linear_in_tokens"], "a seq^2 term: the attention kernel materialises scores"
@@ -153,15 +153,15 @@ def test_committed_real_width_activation_measurements_pin_the_estimator():
     assert not committed["tiny"] and {r["preset"] for r in committed["rows"]} == set(train.PRESETS)
     for row in committed["rows"]:
         spec, cfg = row["architecture"], train.config_for(row["preset"])
-        saved, kept = train.activation_bytes_per_token(spec["hidden_size"], spec["intermediate_size"],
+        saved, kept = memory.activation_bytes_per_token(spec["hidden_size"], spec["intermediate_size"],
                                                        spec["num_attention_heads"], spec["num_key_value_heads"],
                                                        cfg.lora_r, cfg.lora_targets)
-        assert spec["hidden_size"] == train.ARCHITECTURES[cfg.model]["hidden_size"]
+        assert spec["hidden_size"] == memory.ARCHITECTURES[cfg.model]["hidden_size"]
         assert row["saved_bytes_per_token_per_layer"] == saved and row["checkpoint_bytes_per_token_per_layer"] == kept
         assert saved > 1.25 * 34 * spec["hidden_size"]  # the old assumption was off by more than 25 %
         a100 = train.config_for(row["preset"], "colab-a100")  # no checkpointing: every layer keeps `saved`
-        tokens, layers = a100.per_device_batch * a100.max_length, train.ARCHITECTURES[cfg.model]["num_hidden_layers"]
-        assert train.memory_estimate(a100)["activations"] == round(layers * saved * tokens / 1e9, 2)
+        tokens, layers = a100.per_device_batch * a100.max_length, memory.ARCHITECTURES[cfg.model]["num_hidden_layers"]
+        assert memory.memory_estimate(a100)["activations"] == round(layers * saved * tokens / 1e9, 2)
 
 
 def _committed_gpu_rows() -> list[dict]:
@@ -179,7 +179,7 @@ def test_committed_gpu_measurements_agree_with_the_estimator():
         pytest.skip("no GPU fit-check measurements committed yet (results/<profile>/bench/fitcheck.json from "
                     "`python -m lib.fitcheck --all` on a GPU)")
     for row in rows:
-        estimate = train.memory_estimate(train.config_for(row["preset"], row["hardware"]))["total"]
+        estimate = memory.memory_estimate(train.config_for(row["preset"], row["hardware"]))["total"]
         error = abs(estimate - row["peak_device_gb"]) / row["peak_device_gb"]
         assert error <= 0.25, f"{row['preset']}/{row['hardware']} on {row['gpu']}: estimate {estimate} GB vs " \
                               f"measured {row['peak_device_gb']} GB"

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lib import data, paths, pipeline, report, synthetic, train
+from lib import data, hub, paths, pipeline, report, synthetic, train
 from tests.chat_server import ChatServer
 
 ROOT = paths.ROOT
@@ -39,14 +39,14 @@ def test_lost_runtime_resumes_from_the_persist_dir_past_a_damaged_checkpoint(tmp
                "--persist-dir", str(persist), "--max-steps", "6", "--save-steps", "2", "--eval-steps", "2",
                "--validation-rows", "4", "--batch-size", "2", "--per-device-batch", "2"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for(persist / "checkpoint-4" / train.COMPLETE, process)
+    _wait_for(persist / "checkpoint-4" / hub.COMPLETE, process)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not (persist / "final_adapter").exists() and not list(out.glob("checkpoint-*")), "checkpoints went local"
     weights = persist / "checkpoint-4" / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a sync cut short
     shutil.rmtree(tmp_path / "clone", ignore_errors=True)  # the runtime and its disk are gone
-    assert train.last_checkpoint(persist).endswith("checkpoint-2")
+    assert hub.last_checkpoint(persist).endswith("checkpoint-2")
 
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -75,13 +75,13 @@ def test_only_complete_checkpoints_are_resumed_from(tmp_path):
         (folder / "adapter_model.safetensors").write_bytes(b"x" * 100)
         (folder / "trainer_state.json").write_text("{}")
         if step != 6:  # checkpoint-6: cut short before its marker
-            train.mark_complete(folder)
-    assert train.last_checkpoint(tmp_path).endswith("checkpoint-4")
+            hub.mark_complete(folder)
+    assert hub.last_checkpoint(tmp_path).endswith("checkpoint-4")
     (tmp_path / "checkpoint-4" / "trainer_state.json").write_text("{")  # a file changed after the save
-    assert train.last_checkpoint(tmp_path).endswith("checkpoint-2")
+    assert hub.last_checkpoint(tmp_path).endswith("checkpoint-2")
     (tmp_path / "checkpoint-2" / "adapter_model.safetensors").unlink()
-    assert train.last_checkpoint(tmp_path) is None
-    assert train.last_checkpoint(tmp_path / "missing") is None
+    assert hub.last_checkpoint(tmp_path) is None
+    assert hub.last_checkpoint(tmp_path / "missing") is None
 
 
 def test_mirror_replaces_the_copy_whole(tmp_path):
@@ -139,7 +139,7 @@ def test_committed_adapters_carry_a_card_whose_metadata_validates(adapter):
     for section in ("## Training", "**Base model**", "**Data**", "**Prompt format**", "**LoRA**",
                     "**Hyperparameters**", "## Results and limitations", "## Loading"):
         assert section in committed
-    assert report.model_card(adapter) == committed, "run `python -m lib.report` (the cards follow the results)"
+    assert hub.model_card(adapter) == committed, "run `python -m lib.report` (the cards follow the results)"
 
 
 class FakeHub:
@@ -170,8 +170,8 @@ def test_push_sends_exactly_what_the_dry_run_lists_privately(tmp_path, monkeypat
     monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeHub)
     FakeHub.calls = []
-    plan = train.upload_plan(adapter, "me/adapter")
-    train.push_adapter(adapter, "me/adapter")
+    plan = hub.upload_plan(adapter, "me/adapter")
+    hub.push_adapter(adapter, "me/adapter")
     assert ("create_repo", "me/adapter", True) in FakeHub.calls and ("token", True) in FakeHub.calls
     assert ("upload_folder", "me/adapter", plan["files"]) in FakeHub.calls
     assert "README.md" in plan["files"] and "training_args.bin" not in plan["files"] and plan["private"]

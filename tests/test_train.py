@@ -1,20 +1,20 @@
 import pytest
 
-from lib import data, evaluate, inference, models, paths, prompts, synthetic, train
+from lib import data, evaluate, hub, inference, memory, models, paths, prompts, synthetic, train
 
 
 # ---------------------------------------------------------------- presets on the real architectures (meta device)
 
 def test_sabia_preset_reproduces_the_prior_trainable_parameter_count():
-    assert train.lora_parameter_count(train.config_for("sabia-canarim")) == 25_165_824
+    assert memory.lora_parameter_count(train.config_for("sabia-canarim")) == 25_165_824
 
 
 def test_zephyr_presets_parameter_counts():
-    assert train.lora_parameter_count(train.config_for("zephyr-cosmosqa")) == 32 * (
+    assert memory.lora_parameter_count(train.config_for("zephyr-cosmosqa")) == 32 * (
         2 * 16 * (4096 + 4096) + 2 * 16 * (4096 + 1024) + 2 * 16 * (4096 + 14336))
     v2 = train.config_for("zephyr-cosmosqa-v2")
     assert v2.lora_r == 32 and v2.epochs == 3 and v2.learning_rate == 4e-5  # inherits the rest
-    assert train.lora_parameter_count(v2) == 2 * train.lora_parameter_count(train.config_for("zephyr-cosmosqa"))
+    assert memory.lora_parameter_count(v2) == 2 * memory.lora_parameter_count(train.config_for("zephyr-cosmosqa"))
 
 
 def test_hardware_variants_keep_the_effective_batch():
@@ -32,21 +32,21 @@ def test_hardware_variants_keep_the_effective_batch():
 # ---------------------------------------------------------------- memory estimator
 
 def test_memory_estimator_on_known_cases():
-    rtx = train.memory_estimate(train.config_for("zephyr-cosmosqa", "rtx3090"))
+    rtx = memory.memory_estimate(train.config_for("zephyr-cosmosqa", "rtx3090"))
     assert 3.5 < rtx["weights"] < 5.0  # 7.2B parameters in 4-bit, embeddings in 16-bit
     assert rtx["fits"] and rtx["total"] < 24
     # The same batch without checkpointing on a 24 GB card: the estimator must warn.
-    no_ckpt = train.memory_estimate(train.config_for("zephyr-cosmosqa", "rtx3090", per_device_batch=16,
+    no_ckpt = memory.memory_estimate(train.config_for("zephyr-cosmosqa", "rtx3090", per_device_batch=16,
                                                      gradient_checkpointing=False))
     assert not no_ckpt["fits"] and "exceeds" in no_ckpt["warning"]
     base = dict(n_params=7_000_000_000, vocab=32000, hidden=4096, layers=32, lora_params=20_000_000, batch=4,
                 seq_len=512)
-    with_ckpt = train.estimate_memory_gb(**base, gradient_checkpointing=True)
-    without = train.estimate_memory_gb(**base, gradient_checkpointing=False)
+    with_ckpt = memory.estimate_memory_gb(**base, gradient_checkpointing=True)
+    without = memory.estimate_memory_gb(**base, gradient_checkpointing=False)
     assert with_ckpt["activations"] < without["activations"] and with_ckpt["weights"] == without["weights"]
-    assert train.estimate_memory_gb(**{**base, "batch": 8}, gradient_checkpointing=False)["activations"] == \
+    assert memory.estimate_memory_gb(**{**base, "batch": 8}, gradient_checkpointing=False)["activations"] == \
         pytest.approx(2 * without["activations"], rel=0.01)
-    assert train.memory_estimate(train.config_for("zephyr-cosmosqa", "smoke"))["total"] is None
+    assert memory.memory_estimate(train.config_for("zephyr-cosmosqa", "smoke"))["total"] is None
 
 
 # ---------------------------------------------------------------- a real collated batch
@@ -220,7 +220,7 @@ def test_training_killed_after_a_checkpoint_resumes_and_ends_at_the_planned_step
     time.sleep(1.0)  # let the checkpoint finish writing (its files are written before trainer_state.json)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert not (out / "final_adapter").exists() and train.last_checkpoint(out).endswith("checkpoint-2")
+    assert not (out / "final_adapter").exists() and hub.last_checkpoint(out).endswith("checkpoint-2")
     result = subprocess.run(command, cwd=paths.ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "final_adapter" / "training_summary.json").read_text())
@@ -233,7 +233,7 @@ def test_training_killed_after_a_checkpoint_resumes_and_ends_at_the_planned_step
     assert (out / "final_adapter" / "adapter_config.json").exists()
     # What a Hub push would upload names no machine path, though this run lived in an absolute temp folder
     assert summary["resumed_from"] == "output_dir/checkpoint-2" and summary["checkpoints"] == "output_dir"
-    plan = train.upload_plan(out / "final_adapter", "me/adapter")
+    plan = hub.upload_plan(out / "final_adapter", "me/adapter")
     assert "README.md" in plan["files"] and "training_summary.json" in plan["files"]
     for name in plan["files"]:
         if not name.endswith(".safetensors"):
@@ -282,15 +282,35 @@ def test_dry_run_resolves_config_data_and_memory_without_a_model():
 
 
 def test_held_out_evaluation_in_one_pass_equals_the_trainers_eval_loss_and_letters(trainers):
-    """lib.train.held_out_loss_and_letters: the trainer's eval loss and lib.evaluate's letters answers, one forward."""
+    """lib.evaluate.held_out_loss_and_letters: the trainer's eval loss and lib.evaluate's letters answers, one forward."""
     from lib import evaluate
 
     trainer, tokenizer, rows = trainers["zephyr-cosmosqa"]
     rows = list(rows)
     trainer.eval_dataset = trainer.train_dataset  # the same four rendered conversations
     expected = trainer.evaluate()["eval_loss"]
-    got = train.held_out_loss_and_letters(trainer.model.eval(), tokenizer, rows, batch_size=3)
+    got = evaluate.held_out_loss_and_letters(trainer.model.eval(), tokenizer, rows, batch_size=3)
     assert abs(got["eval_loss"] - expected) < 1e-3
     letters = evaluate.evaluate_mc(trainer.model, tokenizer, rows, "letters")
     assert got["eval_letters_accuracy"] == round(sum(p["correct"] for p in letters) / len(rows), 4)
     assert got["eval_letters_n"] == len(rows)
+
+
+def test_one_held_out_evaluation_feeds_the_curve_best_model_tracking_and_early_stopping(tmp_path):
+    """With held-out rows the trainer's own evaluation is the one-pass loss + letters measurement: it reaches the log
+    history at step 0 and every eval step, and the best-model tracking that early stopping reads."""
+    cfg = train.config_for("zephyr-cosmosqa", "smoke", model="embedded-small", per_device_batch=2, batch_size=2,
+                           max_steps=3, eval_steps=1, save_steps=1, early_stopping_patience=5)
+    rows = synthetic.generate(seed=3, sizes={"train": 6, "validation": 3})
+    tokenizer = models.load_tokenizer(cfg.model)
+    train.prepare_pad_token(tokenizer)
+    examples = {s: train.training_examples(rows[s], cfg, tokenizer) for s in ("train", "validation")}
+    trainer = train.build_trainer(cfg, examples["train"], examples["validation"], tmp_path, tokenizer=tokenizer,
+                                  held_out=list(rows["validation"]))
+    trainer.train()
+    evals = [e for e in trainer.state.log_history if "eval_loss" in e]
+    assert [e["step"] for e in evals] == [0, 1, 2, 3]
+    assert all(e["eval_letters_n"] == 3 and 0 <= e["eval_letters_accuracy"] <= 1 for e in evals)
+    assert trainer.state.best_metric == min(e["eval_loss"] for e in evals[1:])
+    stopper = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "EarlyStoppingCallback")
+    assert stopper.early_stopping_patience_counter <= 2
