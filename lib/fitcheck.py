@@ -1,7 +1,7 @@
 """"Will it fit?" measured: a few real QLoRA optimizer steps of a preset on random weights of its real architecture.
 
 `python -m lib.fitcheck --preset zephyr-cosmosqa --hardware rtx3090` builds the preset's model from its published
-shapes (`lib.memory.ARCHITECTURES`) with random weights — nothing is downloaded —, loads it in 4-bit NF4 through the
+shapes (`lib.models.ARCHITECTURES`) with random weights — nothing is downloaded —, loads it in 4-bit NF4 through the
 project's own loader (`lib.models.load_model`), and trains it for `--steps` optimizer steps through the project's own
 trainer (`lib.train.build_trainer`: same collator, LoRA, optimizer, gradient checkpointing, precision) on the shipped
 sample of the preset's task, every micro-batch padded to the preset's `max_length` (the worst case for memory). It

@@ -8,9 +8,6 @@ import torch
 
 from lib import models
 
-ARCHITECTURES = models.ARCHITECTURES  # published shapes of the real models (lib.models owns them)
-
-
 def meta_model(model: str):
     """The real architecture on the meta device: shapes only, no weights, no download."""
     from transformers import AutoModelForCausalLM
@@ -118,7 +115,7 @@ def estimate_for(cfg, spec: dict) -> dict:
 def memory_estimate(cfg) -> dict:
     """Estimate for a preset on its hardware (`lib.train.TrainConfig`; real architectures only), with a warning past
     the budget."""
-    if cfg.model not in ARCHITECTURES:
+    if cfg.model not in models.ARCHITECTURES:
         return {"total": None, "note": f"no architecture card for {cfg.model!r} (CPU smoke run: RAM is not the limit)"}
     estimate = estimate_for(cfg, models.architecture(cfg.model))
     estimate["budget"] = cfg.memory_gb

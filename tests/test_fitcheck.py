@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from lib import fitcheck, memory, paths, train
+from lib import fitcheck, memory, models, paths, train
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU: `python -m lib.fitcheck --all` runs the real 7B shapes")
@@ -76,7 +76,7 @@ def test_dry_run_plans_without_building_anything(capsys):
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(plans))
     (planned,) = plans
     assert planned["estimate_gb"] == memory.memory_estimate(train.config_for("sabia-canarim", "colab-a100"))["total"]
-    assert planned["architecture"] == memory.ARCHITECTURES["sabia-7b"] and planned["examples"] == 3 * 8
+    assert planned["architecture"] == models.ARCHITECTURES["sabia-7b"] and planned["examples"] == 3 * 8
     assert 13 < planned["random_weights_on_disk_gb"] < 14  # 6.7B parameters in bf16
 
 
@@ -114,7 +114,7 @@ def test_speed_leaves_out_the_first_step():
 
 
 def test_tiny_architecture_keeps_type_vocabulary_and_ratios():
-    for model, real in memory.ARCHITECTURES.items():
+    for model, real in models.ARCHITECTURES.items():
         tiny = fitcheck.architecture(model, tiny=True)
         assert fitcheck.architecture(model) == real
         assert tiny["model_type"] == real["model_type"] and tiny["vocab_size"] == real["vocab_size"]
@@ -156,11 +156,11 @@ def test_committed_real_width_activation_measurements_pin_the_estimator():
         saved, kept = memory.activation_bytes_per_token(spec["hidden_size"], spec["intermediate_size"],
                                                        spec["num_attention_heads"], spec["num_key_value_heads"],
                                                        cfg.lora_r, cfg.lora_targets)
-        assert spec["hidden_size"] == memory.ARCHITECTURES[cfg.model]["hidden_size"]
+        assert spec["hidden_size"] == models.ARCHITECTURES[cfg.model]["hidden_size"]
         assert row["saved_bytes_per_token_per_layer"] == saved and row["checkpoint_bytes_per_token_per_layer"] == kept
         assert saved > 1.25 * 34 * spec["hidden_size"]  # the old assumption was off by more than 25 %
         a100 = train.config_for(row["preset"], "colab-a100")  # no checkpointing: every layer keeps `saved`
-        tokens, layers = a100.per_device_batch * a100.max_length, memory.ARCHITECTURES[cfg.model]["num_hidden_layers"]
+        tokens, layers = a100.per_device_batch * a100.max_length, models.ARCHITECTURES[cfg.model]["num_hidden_layers"]
         assert memory.memory_estimate(a100)["activations"] == round(layers * saved * tokens / 1e9, 2)
 
 
