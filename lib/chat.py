@@ -11,14 +11,15 @@ Two prompt styles, each rendered and tokenized as training did:
 `ChatSession.send` is the plain function call (headless, papermill); `widget(session)` wraps it in an ipywidgets
 box for Jupyter / Colab.
 """
+
 from __future__ import annotations
 
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -39,8 +40,7 @@ def reply_from_ids(tokenizer, new_ids: list[int], stops) -> dict:
     """
     stopped = bool(new_ids) and new_ids[-1] in set(stops)
     body = new_ids[:-1] if stopped else new_ids
-    return {"text": tokenizer.decode(body, skip_special_tokens=True), "tokens": len(new_ids),
-            "stopped_on_eos": stopped}
+    return {"text": tokenizer.decode(body, skip_special_tokens=True), "tokens": len(new_ids), "stopped_on_eos": stopped}
 
 
 def status(reply: dict) -> str:
@@ -77,8 +77,9 @@ class ChatSession:
         self.stops = inference.stop_token_ids(self.tokenizer)
 
     @classmethod
-    def load(cls, model: str, adapter: str | None = None, style: str = "chat", quantize_4bit: bool = False,
-             **kwargs) -> "ChatSession":
+    def load(
+        cls, model: str, adapter: str | None = None, style: str = "chat", quantize_4bit: bool = False, **kwargs
+    ) -> ChatSession:
         """A preset / hub id / folder plus an optional PEFT adapter folder, loaded as notebooks 06-07 load them."""
         net, tokenizer = inference.load_for_eval(model, adapter, quantize_4bit=quantize_4bit)
         return cls(net, tokenizer, style, **kwargs)
@@ -88,8 +89,9 @@ class ChatSession:
         if self.style == "alpaca":
             return prompts.alpaca_pt_prompt(text)
         system = [{"role": "system", "content": self.system}] if self.system else []
-        return self.tokenizer.apply_chat_template(system + self.messages + [{"role": "user", "content": text}],
-                                                  tokenize=False, add_generation_prompt=True)
+        return self.tokenizer.apply_chat_template(
+            system + self.messages + [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
 
     def encode(self, prompt: str) -> list[int]:
         # As training tokenized it (and the evaluators do): Alpaca-PT is plain text and gets the BOS; a rendered
@@ -109,10 +111,16 @@ class ChatSession:
         def run():  # generate() fills the streamer from a thread; this thread hands the pieces out as they come
             try:
                 result["ids"] = self.model.generate(
-                    input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids), streamer=streamer,
-                    max_new_tokens=self.max_new_tokens, do_sample=False, eos_token_id=self.stops,
-                    pad_token_id=self.tokenizer.pad_token_id, repetition_penalty=self.repetition_penalty,
-                    stopping_criteria=StoppingCriteriaList([cancel]))
+                    input_ids=prompt_ids,
+                    attention_mask=torch.ones_like(prompt_ids),
+                    streamer=streamer,
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=self.stops,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    repetition_penalty=self.repetition_penalty,
+                    stopping_criteria=StoppingCriteriaList([cancel]),
+                )
             except BaseException as error:  # re-raised below, in the caller's thread
                 result["error"] = error
                 streamer.end()  # unblock the reader
@@ -131,9 +139,8 @@ class ChatSession:
             worker.join()
         if "error" in result:
             raise result["error"]
-        new_ids = result["ids"][0, prompt_ids.shape[1]:].tolist()
-        reply = {**reply_from_ids(self.tokenizer, new_ids, self.stops),
-                 "seconds": round(time.monotonic() - start, 3)}
+        new_ids = result["ids"][0, prompt_ids.shape[1] :].tolist()
+        reply = {**reply_from_ids(self.tokenizer, new_ids, self.stops), "seconds": round(time.monotonic() - start, 3)}
         if self.style == "chat":
             self.messages += [{"role": "user", "content": text}, {"role": "assistant", "content": reply["text"]}]
         self.transcript.append({"turn": len(self.transcript) + 1, "style": self.style, "user": text, **reply})
@@ -149,10 +156,12 @@ def summary(transcript: list[dict]) -> dict:
     """Turns, share of replies that ended on EOS (the rest hit max_new_tokens), mean tokens and speed."""
     n = len(transcript)
     tokens, seconds = sum(t["tokens"] for t in transcript), sum(t["seconds"] for t in transcript)
-    return {"turns": n,
-            "eos_stop_rate": round(sum(t["stopped_on_eos"] for t in transcript) / n, 4) if n else None,
-            "mean_tokens": round(tokens / n, 2) if n else None,
-            "tokens_per_second": round(tokens / seconds, 2) if seconds else None}
+    return {
+        "turns": n,
+        "eos_stop_rate": round(sum(t["stopped_on_eos"] for t in transcript) / n, 4) if n else None,
+        "mean_tokens": round(tokens / n, 2) if n else None,
+        "tokens_per_second": round(tokens / seconds, 2) if seconds else None,
+    }
 
 
 def load_turns(path: str | Path) -> list[str]:
@@ -176,8 +185,9 @@ def widget(session: ChatSession):
         output.enable_custom_widget_manager()
     except ImportError:
         pass
-    box = w.Text(placeholder="Type a message (an instruction in alpaca style) and press Send",
-                 layout=w.Layout(width="70%"))
+    box = w.Text(
+        placeholder="Type a message (an instruction in alpaca style) and press Send", layout=w.Layout(width="70%")
+    )
     send, new = w.Button(description="Send", button_style="primary"), w.Button(description="New chat")
     log = w.Output(layout=w.Layout(border="1px solid #ccc", padding="4px"))
 

@@ -5,6 +5,7 @@ The bootstrap cell must know the URL before `lib` can be imported (on a fresh Co
 each notebook carries a generated copy; `tests/test_docs.py` checks that all of them, and the badges, agree with this
 file.
 """
+
 from __future__ import annotations
 
 import re
@@ -55,7 +56,7 @@ def readme_badges(readme: str) -> list[str]:
 def _bootstrap_index(cells) -> int:
     """The bootstrap cell: the first code cell after the parameters that clones the repo."""
     for i, cell in enumerate(cells):
-        if cell.cell_type == "code" and "git\", \"clone\"" in cell.source:
+        if cell.cell_type == "code" and 'git", "clone"' in cell.source:
             return i
     raise ValueError("no bootstrap cell (a code cell running `git clone`)")
 

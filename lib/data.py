@@ -4,6 +4,7 @@ Every source (hub id, local JSONL/CSV/Parquet file, or a folder with one file pe
 validation: valid rows are kept, every bad row is reported with its location, id, field and reason, and the
 rejects can be written to a file. Nothing is dropped silently.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,19 +45,36 @@ class Schema:
 
     def features(self) -> datasets.Features:
         label = datasets.Value("int64") if self.label_kind == "index" else datasets.Value("string")
-        return datasets.Features({c: label if c == self.label_field else datasets.Value("string") for c in self.columns})
+        return datasets.Features(
+            {c: label if c == self.label_field else datasets.Value("string") for c in self.columns}
+        )
 
 
-COSMOS_EN = Schema("cosmos_qa_en", ("context", "question", "answer0", "answer1", "answer2", "answer3"),
-                   label_field="label", label_kind="index", id_field="id")
-COSMOS_PT = Schema("cosmos_qa_pt", ("contexto", "pergunta", "A", "B", "C", "D"),
-                   label_field="Label", label_kind="letter", id_field="id")
-CANARIM = Schema("canarim", ("instruction", "output"), optional_text_fields=("input",),
-                 column_order=("instruction", "input", "output"))
+COSMOS_EN = Schema(
+    "cosmos_qa_en",
+    ("context", "question", "answer0", "answer1", "answer2", "answer3"),
+    label_field="label",
+    label_kind="index",
+    id_field="id",
+)
+COSMOS_PT = Schema(
+    "cosmos_qa_pt",
+    ("contexto", "pergunta", "A", "B", "C", "D"),
+    label_field="Label",
+    label_kind="letter",
+    id_field="id",
+)
+CANARIM = Schema(
+    "canarim",
+    ("instruction", "output"),
+    optional_text_fields=("input",),
+    column_order=("instruction", "input", "output"),
+)
 SCHEMAS = {s.name: s for s in (COSMOS_EN, COSMOS_PT, CANARIM)}
 
 
 # ---------------------------------------------------------------- EN <-> PT labels
+
 
 def label_to_letter(label: int) -> str:
     """Cosmos QA EN label (0-3) -> PT letter (A-D)."""
@@ -79,6 +97,7 @@ def is_none_of_the_above(option: str) -> bool:
 
 # ---------------------------------------------------------------- shortcut baselines
 
+
 def _words(text: str) -> set[str]:
     return set(re.findall(r"\w+", str(text).lower()))
 
@@ -95,13 +114,16 @@ def shortcut_baselines(rows) -> dict[str, float | None]:
     """Accuracy of each surface-cue rule (pick the longest / shortest option, the one sharing the most / fewest
     `\\w+` words with the story; ties go to the earlier letter) on labelled PT-schema rows, next to chance."""
     rows = [r for r in rows if r.get("Label") in LETTERS]
-    out = {name: (round(sum(rule(r) == r["Label"] for r in rows) / len(rows), 4) if rows else None)
-           for name, rule in SHORTCUTS.items()}
+    out = {
+        name: (round(sum(rule(r) == r["Label"] for r in rows) / len(rows), 4) if rows else None)
+        for name, rule in SHORTCUTS.items()
+    }
     out["chance"] = 1 / len(LETTERS)
     return out
 
 
 # ---------------------------------------------------------------- validation
+
 
 @dataclass
 class Reject:
@@ -116,8 +138,13 @@ class Reject:
         return where + ": " + "; ".join(f"{f}: {r}" for f, r in self.errors)
 
     def to_json(self) -> dict:
-        return {"split": self.split, "location": self.location, "id": self.id,
-                "errors": [{"field": f, "reason": r} for f, r in self.errors], "record": self.record}
+        return {
+            "split": self.split,
+            "location": self.location,
+            "id": self.id,
+            "errors": [{"field": f, "reason": r} for f, r in self.errors],
+            "record": self.record,
+        }
 
 
 @dataclass
@@ -132,9 +159,11 @@ class ValidationReport:
         return len(self.rejects)
 
     def summary(self) -> str:
-        lines = [f"{split}: {c['read']} rows read, {c['kept']} kept, {c['rejected']} rejected"
-                 + (f", {c['beyond_limit']} valid rows beyond `limit`" if c.get("beyond_limit") else "")
-                 for split, c in self.counts.items()]
+        lines = [
+            f"{split}: {c['read']} rows read, {c['kept']} kept, {c['rejected']} rejected"
+            + (f", {c['beyond_limit']} valid rows beyond `limit`" if c.get("beyond_limit") else "")
+            for split, c in self.counts.items()
+        ]
         lines += [f"WARNING {w}" for w in self.warnings]
         lines += [f"REJECTED {r}" for r in self.rejects]
         return "\n".join(lines)
@@ -228,6 +257,7 @@ def validate_row(raw, schema: Schema, labels_required: bool = True, from_csv: bo
 
 # ---------------------------------------------------------------- reading sources
 
+
 def jsonl_lines(path: str | Path):
     """Yield (location, parsed row or None, problem, raw text); a bad line never stops the file."""
     data = Path(path).read_bytes()
@@ -285,13 +315,19 @@ def _source_rows(source: str | Path, default_split: str) -> dict[str, tuple[obje
     if str(source).startswith((".", "/", "~")) or Path(str(source)).suffix in LOCAL_EXTENSIONS:
         raise FileNotFoundError(f"data source {str(source)!r} does not exist")
     hub = datasets.load_dataset(str(source))  # a Hub id; HF_TOKEN is read from the environment by datasets
-    return {split: (((f"row {i}", row, None, row) for i, row in enumerate(ds, start=1)), False)
-            for split, ds in hub.items()}
+    return {
+        split: (((f"row {i}", row, None, row) for i, row in enumerate(ds, start=1)), False) for split, ds in hub.items()
+    }
 
 
-def load(source: str | Path, schema: str | Schema, splits: list[str] | None = None,
-         default_split: str = "train", labels_required: bool | None = None,
-         limit: int | None = None) -> tuple[datasets.DatasetDict, ValidationReport]:
+def load(
+    source: str | Path,
+    schema: str | Schema,
+    splits: list[str] | None = None,
+    default_split: str = "train",
+    labels_required: bool | None = None,
+    limit: int | None = None,
+) -> tuple[datasets.DatasetDict, ValidationReport]:
     """Load and validate `source` into a DatasetDict with the schema's columns.
 
     `labels_required=None` means: required except in a split named "test" (Cosmos QA hides test labels).
@@ -304,13 +340,16 @@ def load(source: str | Path, schema: str | Schema, splits: list[str] | None = No
     result = {}
     available = _source_rows(source, default_split)
     if Path(source).expanduser().is_dir():
-        skipped = sorted(p.name for p in Path(source).expanduser().iterdir()
-                         if p.suffix in LOCAL_EXTENSIONS and p.stem in BOOKKEEPING)
+        skipped = sorted(
+            p.name
+            for p in Path(source).expanduser().iterdir()
+            if p.suffix in LOCAL_EXTENSIONS and p.stem in BOOKKEEPING
+        )
         if skipped:
             report.warnings.append(f"{source}: skipped {', '.join(skipped)} (run bookkeeping, not splits)")
     if splits is not None and (missing := [s for s in splits if s not in available]):
         if len(available) == 1 and len(splits) == 1:  # one file: it serves whatever split is asked
-            (only, rows_of_only), = available.items()
+            ((only, rows_of_only),) = available.items()
             available = {splits[0]: rows_of_only}
             report.warnings.append(f"{source} has a single split ({only!r}): its rows serve as {splits[0]!r}")
         else:
@@ -336,8 +375,9 @@ def load(source: str | Path, schema: str | Schema, splits: list[str] | None = No
                     seen_ids[clean_id] = f"{split} {location}"
             if clean is None:
                 rejected += 1
-                report.rejects.append(Reject(split, location, rid if isinstance(rid, (str, int)) else None,
-                                             errors, raw_text))
+                report.rejects.append(
+                    Reject(split, location, rid if isinstance(rid, (str, int)) else None, errors, raw_text)
+                )
             elif limit is None or len(kept) < limit:
                 kept.append(clean)
             else:
@@ -378,8 +418,9 @@ def holdout_size(n_rows: int, requested: int | float | None) -> tuple[int, str |
         return cap, None
     size = round(requested * n_rows) if isinstance(requested, float) and requested < 1 else int(requested)
     if size * 2 >= n_rows:
-        return cap, (f"the source has {n_rows} rows: holding out {cap} for validation (10 %) instead of "
-                     f"the {size} asked for")
+        return cap, (
+            f"the source has {n_rows} rows: holding out {cap} for validation (10 %) instead of the {size} asked for"
+        )
     return max(1, size), None
 
 
@@ -392,8 +433,9 @@ def holdout_split(ds: datasets.Dataset, validation_size: int | float | None, see
     return datasets.DatasetDict({"train": parts["train"], "validation": parts["test"]})
 
 
-def train_validation(source, schema: str | Schema, validation_rows: int | float | None, seed: int,
-                     validation_from: str = "validation") -> tuple[datasets.DatasetDict, ValidationReport]:
+def train_validation(
+    source, schema: str | Schema, validation_rows: int | float | None, seed: int, validation_from: str = "validation"
+) -> tuple[datasets.DatasetDict, ValidationReport]:
     """Train and validation splits of any source, one rule for every trainer.
 
     The source's own `validation` split is used when it has one and `validation_from == "validation"`; otherwise

@@ -8,6 +8,7 @@ Multiple choice, on exactly the prompt training renders (`lib.prompts.render_cos
 Instruction following: greedy generation with the Alpaca-PT prompt, ROUGE-L / chrF / BLEU, perplexity of the
 reference, EOS-stop rate, repetition, length ratio and "list exactly N items" compliance.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,12 +20,14 @@ import numpy as np
 import torch
 
 from lib import prompts
-from lib.inference import device, encode, generate, left_padded
 from lib.data import LETTERS, is_none_of_the_above
+from lib.inference import device, encode, generate, left_padded
+
 INVALID = "invalid"
 
 
 # ---------------------------------------------------------------- multiple choice: letters
+
 
 def letter_tokens(tokenizer, prompt: str) -> tuple[list[int], list[int]]:
     """(shared prefix ids, first token id of each letter A-D) for `prompt + "Alternativa X"`.
@@ -55,7 +58,7 @@ def score_letters(model, tokenizer, rows: list[dict], batch_size: int = 16) -> l
     out: list = [None] * len(rows)
     order = sorted(range(len(rows)), key=lambda i: len(encoded[i][0]))
     for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+        chunk = order[start : start + batch_size]
         batch_inputs = left_padded(tokenizer, [encoded[i][0] for i in chunk], device(model))
         # Only the last position's logits: the LM head over a 262k vocabulary dominates the cost otherwise.
         logits = model(**batch_inputs, logits_to_keep=1).logits[:, -1].float()
@@ -85,26 +88,29 @@ def score_letters_and_options(model, tokenizer, rows: list[dict], batch_size: in
 
 # ---------------------------------------------------------------- multiple choice: options (lm-eval style)
 
+
 @torch.no_grad()
-def continuation_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16,
-                          plain_text: bool = False) -> list[tuple[float, int]]:
+def continuation_logprobs(
+    model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16, plain_text: bool = False
+) -> list[tuple[float, int]]:
     """(sum of log-probabilities, number of tokens) of each continuation given its context (`plain_text`: see
     `encode`)."""
     scores = []
     for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
+        chunk = pairs[start : start + batch_size]
         contexts = [encode(tokenizer, c, plain_text) for c, _ in chunk]
         fulls = [encode(tokenizer, c + x, plain_text) for c, x in chunk]
         # the continuation starts where the context's tokens stop matching (merges at the seam are rare)
-        begins = [max(1, next((k for k, (a, b) in enumerate(zip(c, f)) if a != b), len(c)))
-                  for c, f in zip(contexts, fulls)]
+        begins = [
+            max(1, next((k for k, (a, b) in enumerate(zip(c, f)) if a != b), len(c))) for c, f in zip(contexts, fulls)
+        ]
         keep = max(len(f) - b for f, b in zip(fulls, begins)) + 1
         batch_inputs = left_padded(tokenizer, fulls, device(model))
         logprobs = torch.log_softmax(model(**batch_inputs, logits_to_keep=keep).logits.float(), dim=-1)
         for i, (full, begin) in enumerate(zip(fulls, begins)):
             n = len(full) - begin  # rows end at the last column: logits[-1 - n: -1] predict the continuation
             targets = torch.tensor(full[begin:], device=logprobs.device)
-            scores.append((logprobs[i, keep - 1 - n:keep - 1].gather(1, targets[:, None]).sum().item(), n))
+            scores.append((logprobs[i, keep - 1 - n : keep - 1].gather(1, targets[:, None]).sum().item(), n))
     return scores
 
 
@@ -114,15 +120,17 @@ def _split_at_shared_prefix(tokenizer, context: str, continuations: list[str], p
     earliest such point and every scored token lies after it."""
     context_ids = encode(tokenizer, context, plain_text)
     fulls = [encode(tokenizer, context + c, plain_text) for c in continuations]
-    begins = [max(1, next((k for k, (a, b) in enumerate(zip(context_ids, f)) if a != b), len(context_ids)))
-              for f in fulls]
+    begins = [
+        max(1, next((k for k, (a, b) in enumerate(zip(context_ids, f)) if a != b), len(context_ids))) for f in fulls
+    ]
     shared = min(begins)
     return fulls[0][:shared], [(f[shared:], b - shared) for f, b in zip(fulls, begins)]
 
 
 @torch.no_grad()
-def shared_prefix_logprobs(model, tokenizer, groups: list[tuple[str, list[str]]], batch_size: int = 16,
-                           plain_text: bool = False) -> list[list[tuple[float, int]]]:
+def shared_prefix_logprobs(
+    model, tokenizer, groups: list[tuple[str, list[str]]], batch_size: int = 16, plain_text: bool = False
+) -> list[list[tuple[float, int]]]:
     """`continuation_logprobs` for several continuations of one context, encoding the context once.
 
     Per batch of contexts (batched by length): one left-padded pass over the shared prefixes fills the KV cache;
@@ -132,46 +140,58 @@ def shared_prefix_logprobs(model, tokenizer, groups: list[tuple[str, list[str]]]
     long and continuations short (multiple choice, judge verdicts). Returns, per group, (sum of log-probabilities,
     number of tokens) per continuation.
     """
-    split = [_split_at_shared_prefix(tokenizer, context, list(continuations), plain_text)
-             for context, continuations in groups]
+    split = [
+        _split_at_shared_prefix(tokenizer, context, list(continuations), plain_text)
+        for context, continuations in groups
+    ]
     totals: dict[tuple[int, int], float] = {}
     causal = model.get_base_model() if hasattr(model, "get_base_model") else model  # LoRA layers stay in place
     dev = device(model)
     order = sorted(range(len(groups)), key=lambda i: len(split[i][0]))  # similar lengths: little padding
     for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+        chunk = order[start : start + batch_size]
         inputs = left_padded(tokenizer, [split[i][0] for i in chunk], dev)
         first = model(**inputs, use_cache=True, logits_to_keep=1)
         next_logprobs = torch.log_softmax(first.logits[:, -1].float(), dim=-1)
-        rows = sorted(((g, c) for g, i in enumerate(chunk) for c in range(len(split[i][1]))),
-                      key=lambda gc: len(split[chunk[gc[0]]][1][gc[1]][0]))
+        rows = sorted(
+            ((g, c) for g, i in enumerate(chunk) for c in range(len(split[i][1]))),
+            key=lambda gc: len(split[chunk[gc[0]]][1][gc[1]][0]),
+        )
         for row_start in range(0, len(rows), 4 * batch_size):
-            sub = rows[row_start:row_start + 4 * batch_size]
+            sub = rows[row_start : row_start + 4 * batch_size]
             suffixes = [split[chunk[g]][1][c] for g, c in sub]
             for (g, c), (suffix, skip) in zip(sub, suffixes):  # the first scored token comes from the prefix pass
                 totals[chunk[g], c] = next_logprobs[g, suffix[0]].item() if skip == 0 and suffix else 0.0
-            wanted = [(j, t - 1, suffix[t]) for j, (suffix, skip) in enumerate(suffixes)
-                      for t in range(max(skip, 1), len(suffix))]
+            wanted = [
+                (j, t - 1, suffix[t])
+                for j, (suffix, skip) in enumerate(suffixes)
+                for t in range(max(skip, 1), len(suffix))
+            ]
             if not wanted:
                 continue
             width = max(len(suffix) for suffix, _ in suffixes)
             ids = torch.full((len(sub), width), tokenizer.pad_token_id, dtype=torch.long)
             mask = torch.zeros((len(sub), width), dtype=torch.long)
             for j, (suffix, _) in enumerate(suffixes):
-                ids[j, :len(suffix)] = torch.tensor(suffix, dtype=torch.long)
-                mask[j, :len(suffix)] = 1
+                ids[j, : len(suffix)] = torch.tensor(suffix, dtype=torch.long)
+                mask[j, : len(suffix)] = 1
             index = torch.tensor([g for g, _ in sub], device=dev)
             prefix_mask = inputs["attention_mask"][index]
             positions = prefix_mask.sum(dim=1, keepdim=True) + torch.arange(width, device=dev)[None]
-            hidden = causal.model(input_ids=ids.to(dev), attention_mask=torch.cat([prefix_mask, mask.to(dev)], 1),
-                                  position_ids=positions, past_key_values=_selected(first.past_key_values, index),
-                                  use_cache=True).last_hidden_state
+            hidden = causal.model(
+                input_ids=ids.to(dev),
+                attention_mask=torch.cat([prefix_mask, mask.to(dev)], 1),
+                position_ids=positions,
+                past_key_values=_selected(first.past_key_values, index),
+                use_cache=True,
+            ).last_hidden_state
             rows_, cols, targets = (torch.tensor(v, device=hidden.device) for v in zip(*wanted))
             logprobs = torch.log_softmax(_lm_head(causal, hidden[rows_, cols]), dim=-1)
             for (j, _, _), value in zip(wanted, logprobs.gather(1, targets[:, None])[:, 0].tolist()):
                 totals[chunk[sub[j][0]], sub[j][1]] += value
-    return [[(totals[i, c], len(suffix) - skip) for c, (suffix, skip) in enumerate(split[i][1])]
-            for i in range(len(groups))]
+    return [
+        [(totals[i, c], len(suffix) - skip) for c, (suffix, skip) in enumerate(split[i][1])] for i in range(len(groups))
+    ]
 
 
 def _selected(cache, index: torch.Tensor):
@@ -188,15 +208,19 @@ def _lm_head(causal, hidden: torch.Tensor) -> torch.Tensor:
     """fp32 logits of a causal LM for some hidden states, as its forward computes them (Gemma's soft-capping too)."""
     logits = causal.get_output_embeddings()(hidden).float()
     cap = getattr(causal.config, "final_logit_softcapping", None) or getattr(
-        getattr(causal.config, "text_config", None), "final_logit_softcapping", None)
+        getattr(causal.config, "text_config", None), "final_logit_softcapping", None
+    )
     return torch.tanh(logits / cap) * cap if cap else logits
 
 
 def _options_prediction(row: dict, raw: list[float]) -> dict:
     """`acc` picks the most likely option, `acc_norm` the most likely per UTF-8 byte (lm-eval's acc_bytes)."""
     size = [max(1, len(row[letter].encode("utf-8"))) for letter in LETTERS]
-    return {"pred": LETTERS[int(np.argmax(raw))], "pred_norm": LETTERS[int(np.argmax([s / n for s, n in zip(raw, size)]))],
-            "logprobs": dict(zip(LETTERS, raw))}
+    return {
+        "pred": LETTERS[int(np.argmax(raw))],
+        "pred_norm": LETTERS[int(np.argmax([s / n for s, n in zip(raw, size)]))],
+        "logprobs": dict(zip(LETTERS, raw)),
+    }
 
 
 def score_options(model, tokenizer, rows: list[dict], batch_size: int = 16) -> list[dict]:
@@ -209,8 +233,10 @@ def score_options(model, tokenizer, rows: list[dict], batch_size: int = 16) -> l
 
 _KEYWORD = r"(?:alternativa|letra|op[çc][ãa]o|resposta)"
 _STRONG = [  # each captures one letter; case-insensitive keywords, letter A-K in either case
-    re.compile(rf"{_KEYWORD}\s+corret[ao]\s*(?:é|e|:)?\s*(?:a\s+|\(a\)\s+)?(?:{_KEYWORD}\s+)?\(?([a-k])\)?(?![\w])",
-               re.IGNORECASE),
+    re.compile(
+        rf"{_KEYWORD}\s+corret[ao]\s*(?:é|e|:)?\s*(?:a\s+|\(a\)\s+)?(?:{_KEYWORD}\s+)?\(?([a-k])\)?(?![\w])",
+        re.IGNORECASE,
+    ),
     re.compile(rf"{_KEYWORD}\s*(?:é|:|-)?\s*(?:a\s+|\(a\)\s+)?\(?([a-k])\)?(?![\w])", re.IGNORECASE),
 ]
 _BARE = re.compile(r"^\s*\(?([A-K])\)?\s*(?:[).:\-]\s*.*)?$", re.DOTALL)
@@ -251,6 +277,7 @@ def parse_answer(text: str, options: dict[str, str]) -> tuple[str, str | None]:
 
 # ---------------------------------------------------------------- multiple-choice metrics
 
+
 def bootstrap_ci(values, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> list[float]:
     """Percentile bootstrap CI of the mean (scipy); a constant sample has a zero-width interval."""
     from scipy.stats import bootstrap
@@ -260,8 +287,14 @@ def bootstrap_ci(values, confidence: float = 0.95, n_resamples: int = 2000, seed
         return [float("nan"), float("nan")]
     if np.all(values == values[0]):
         return [float(values[0]), float(values[0])]
-    result = bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
-                       method="percentile", rng=np.random.default_rng(seed))
+    result = bootstrap(
+        (values,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
 
 
@@ -298,9 +331,10 @@ def mc_metrics(predictions: list[dict], seed: int = 0) -> dict:
         "confusion": confusion,
         "accuracy_by_gold": {g: accuracy([p for p in predictions if p["gold"] == g]) for g in LETTERS},
         "accuracy_by_type": {
-            "with_none_option": accuracy(none_rows), "without_none_option": accuracy(
-                [p for p in predictions if not p.get("has_none_option")]),
-            "gold_is_none_option": accuracy([p for p in none_rows if p.get("gold_is_none")])},
+            "with_none_option": accuracy(none_rows),
+            "without_none_option": accuracy([p for p in predictions if not p.get("has_none_option")]),
+            "gold_is_none_option": accuracy([p for p in none_rows if p.get("gold_is_none")]),
+        },
         "pred_distribution": {k: sum(p["pred"] == k for p in predictions) for k in labels},
         "gold_distribution": {g: sum(p["gold"] == g for p in predictions) for g in LETTERS},
     }
@@ -309,8 +343,9 @@ def mc_metrics(predictions: list[dict], seed: int = 0) -> dict:
 MODES = ("letters", "options", "generate")
 
 
-def evaluate_mc_modes(model, tokenizer, rows: list[dict], modes: list[str], batch_size: int = 16,
-                      max_new_tokens: int = 32) -> dict[str, list[dict]]:
+def evaluate_mc_modes(
+    model, tokenizer, rows: list[dict], modes: list[str], batch_size: int = 16, max_new_tokens: int = 32
+) -> dict[str, list[dict]]:
     """Per mode, per-question predictions (`id, gold, pred, correct`, plus mode details) for labelled PT-schema rows;
     `letters` and `options` together share one pass over each prompt (`score_letters_and_options`)."""
     if unknown := [m for m in modes if m not in MODES]:
@@ -333,14 +368,22 @@ def evaluate_mc_modes(model, tokenizer, rows: list[dict], modes: list[str], batc
         out[mode] = []
         for row, s in zip(rows, scored[mode]):
             options = [row[k] for k in LETTERS]
-            out[mode].append({"id": row["id"], "gold": row["Label"], **s, "correct": s["pred"] == row["Label"],
-                              "has_none_option": any(is_none_of_the_above(o) for o in options),
-                              "gold_is_none": is_none_of_the_above(row[row["Label"]])})
+            out[mode].append(
+                {
+                    "id": row["id"],
+                    "gold": row["Label"],
+                    **s,
+                    "correct": s["pred"] == row["Label"],
+                    "has_none_option": any(is_none_of_the_above(o) for o in options),
+                    "gold_is_none": is_none_of_the_above(row[row["Label"]]),
+                }
+            )
     return out
 
 
-def evaluate_mc(model, tokenizer, rows: list[dict], mode: str = "letters", batch_size: int = 16,
-                max_new_tokens: int = 32) -> list[dict]:
+def evaluate_mc(
+    model, tokenizer, rows: list[dict], mode: str = "letters", batch_size: int = 16, max_new_tokens: int = 32
+) -> list[dict]:
     """Per-question predictions (`id, gold, pred, correct`, plus mode details) for labelled PT-schema rows."""
     return evaluate_mc_modes(model, tokenizer, rows, [mode], batch_size, max_new_tokens)[mode]
 
@@ -350,30 +393,67 @@ def contamination(eval_contexts, train_contexts) -> dict:
     exact = set(train_contexts)
     folded = {_fold(c) for c in train_contexts}
     eval_contexts = list(eval_contexts)
-    return {"n_eval": len(eval_contexts), "exact": sum(c in exact for c in eval_contexts),
-            "normalized": sum(_fold(c) in folded for c in eval_contexts)}
+    return {
+        "n_eval": len(eval_contexts),
+        "exact": sum(c in exact for c in eval_contexts),
+        "normalized": sum(_fold(c) in folded for c in eval_contexts),
+    }
 
 
 REPORTED = [  # figures reported by the prior student work (not measured here)
-    {"model": "Zephyr-7B-beta + QLoRA v1", "split": "Cosmos QA PT validation", "accuracy_pct": 79.73,
-     "how": "generation + regex"},
-    {"model": "Zephyr-7B-beta + QLoRA v2", "split": "Cosmos QA PT validation", "accuracy_pct": 81.03,
-     "how": "generation + regex"},
-    {"model": "Zephyr-7B-beta + QLoRA v3", "split": "Cosmos QA PT validation", "accuracy_pct": 81.03,
-     "how": "generation + regex"},
-    {"model": "Zephyr-7B-beta base", "split": "Cosmos QA PT validation", "accuracy_pct": 58.27,
-     "how": "~3 000 answers labelled by hand, invalid answers dropped"},
-    {"model": "Zephyr-7B-beta base", "split": "Cosmos QA PT validation", "accuracy_pct": 43.18,
-     "how": "~3 000 answers labelled by hand, invalid answers counted wrong"},
+    {
+        "model": "Zephyr-7B-beta + QLoRA v1",
+        "split": "Cosmos QA PT validation",
+        "accuracy_pct": 79.73,
+        "how": "generation + regex",
+    },
+    {
+        "model": "Zephyr-7B-beta + QLoRA v2",
+        "split": "Cosmos QA PT validation",
+        "accuracy_pct": 81.03,
+        "how": "generation + regex",
+    },
+    {
+        "model": "Zephyr-7B-beta + QLoRA v3",
+        "split": "Cosmos QA PT validation",
+        "accuracy_pct": 81.03,
+        "how": "generation + regex",
+    },
+    {
+        "model": "Zephyr-7B-beta base",
+        "split": "Cosmos QA PT validation",
+        "accuracy_pct": 58.27,
+        "how": "~3 000 answers labelled by hand, invalid answers dropped",
+    },
+    {
+        "model": "Zephyr-7B-beta base",
+        "split": "Cosmos QA PT validation",
+        "accuracy_pct": 43.18,
+        "how": "~3 000 answers labelled by hand, invalid answers counted wrong",
+    },
 ]
 
 
 # ---------------------------------------------------------------- instruction following (07)
 
-_NUMBER_WORDS = {"dois": 2, "duas": 2, "três": 3, "tres": 3, "quatro": 4, "cinco": 5, "seis": 6, "sete": 7,
-                 "oito": 8, "nove": 9, "dez": 10}
-_LIST_REQUEST = re.compile(r"\b(?:liste|cite|dê|de|enumere|mencione|indique|escreva|sugira)\s+(?:exatamente\s+)?"
-                           r"(\d+|dois|duas|três|tres|quatro|cinco|seis|sete|oito|nove|dez)\b", re.IGNORECASE)
+_NUMBER_WORDS = {
+    "dois": 2,
+    "duas": 2,
+    "três": 3,
+    "tres": 3,
+    "quatro": 4,
+    "cinco": 5,
+    "seis": 6,
+    "sete": 7,
+    "oito": 8,
+    "nove": 9,
+    "dez": 10,
+}
+_LIST_REQUEST = re.compile(
+    r"\b(?:liste|cite|dê|de|enumere|mencione|indique|escreva|sugira)\s+(?:exatamente\s+)?"
+    r"(\d+|dois|duas|três|tres|quatro|cinco|seis|sete|oito|nove|dez)\b",
+    re.IGNORECASE,
+)
 _LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+\S", re.MULTILINE)
 
 
@@ -399,12 +479,14 @@ def repetition(text: str) -> dict:
     words = _words(text)
 
     def grams(k):
-        return [tuple(words[i:i + k]) for i in range(len(words) - k + 1)]
+        return [tuple(words[i : i + k]) for i in range(len(words) - k + 1)]
 
     four, one, two = grams(4), grams(1), grams(2)
-    return {"repeated_4gram_rate": 1 - len(set(four)) / len(four) if four else 0.0,
-            "distinct_1": len(set(one)) / len(one) if one else 0.0,
-            "distinct_2": len(set(two)) / len(two) if two else 0.0}
+    return {
+        "repeated_4gram_rate": 1 - len(set(four)) / len(four) if four else 0.0,
+        "distinct_1": len(set(one)) / len(one) if one else 0.0,
+        "distinct_2": len(set(two)) / len(two) if two else 0.0,
+    }
 
 
 class _UnicodeWords:
@@ -422,46 +504,63 @@ def text_metrics(predictions: list[str], references: list[str]) -> dict:
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_UnicodeWords())
     rouge = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
-    return {"rouge_l": round(100 * float(np.mean(rouge)), 2) if rouge else None,
-            "chrf": round(sacrebleu.corpus_chrf(predictions, [references]).score, 2),
-            "bleu": round(sacrebleu.corpus_bleu(predictions, [references]).score, 2)}
+    return {
+        "rouge_l": round(100 * float(np.mean(rouge)), 2) if rouge else None,
+        "chrf": round(sacrebleu.corpus_chrf(predictions, [references]).score, 2),
+        "bleu": round(sacrebleu.corpus_bleu(predictions, [references]).score, 2),
+    }
 
 
 @torch.no_grad()
-def completion_perplexity(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 8,
-                          plain_text: bool = False) -> float:
+def completion_perplexity(
+    model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 8, plain_text: bool = False
+) -> float:
     """exp(mean NLL) over the completion tokens only (prompt tokens do not count)."""
     scores = continuation_logprobs(model, tokenizer, pairs, batch_size, plain_text)
     total, count = -sum(s for s, _ in scores), sum(n for _, n in scores)
     return round(math.exp(total / count), 3) if count else float("nan")
 
 
-def evaluate_instructions(model, tokenizer, rows: list[dict], max_new_tokens: int = 128,
-                          batch_size: int = 8) -> tuple[dict, list[dict]]:
+def evaluate_instructions(
+    model, tokenizer, rows: list[dict], max_new_tokens: int = 128, batch_size: int = 8
+) -> tuple[dict, list[dict]]:
     """Generate for each Canarim row with the Alpaca-PT prompt; return (metrics, per-row outputs)."""
     formatted = [prompts.format_alpaca_pt(r, tokenizer) for r in rows]
     # Alpaca-PT prompts are plain text: tokenized with the BOS that training gave them
-    generations = generate(model, tokenizer, [f["prompt"] for f in formatted], max_new_tokens, batch_size,
-                           plain_text=True)
+    generations = generate(
+        model, tokenizer, [f["prompt"] for f in formatted], max_new_tokens, batch_size, plain_text=True
+    )
     per_row = []
     for row, gen in zip(rows, generations):
         wanted = requested_items(row["instruction"])
         items = count_list_items(gen["text"])
-        per_row.append({"instruction": row["instruction"], "input": row["input"], "reference": row["output"],
-                        "output": gen["text"], "stopped_by_eos": gen["stopped_by_eos"],
-                        "new_tokens": gen["new_tokens"], **repetition(gen["text"]),
-                        "length_ratio": len(_words(gen["text"])) / max(1, len(_words(row["output"]))),
-                        "requested_items": wanted, "items": items if wanted else None,
-                        "list_ok": (items == wanted and gen["stopped_by_eos"]) if wanted else None})
+        per_row.append(
+            {
+                "instruction": row["instruction"],
+                "input": row["input"],
+                "reference": row["output"],
+                "output": gen["text"],
+                "stopped_by_eos": gen["stopped_by_eos"],
+                "new_tokens": gen["new_tokens"],
+                **repetition(gen["text"]),
+                "length_ratio": len(_words(gen["text"])) / max(1, len(_words(row["output"]))),
+                "requested_items": wanted,
+                "items": items if wanted else None,
+                "list_ok": (items == wanted and gen["stopped_by_eos"]) if wanted else None,
+            }
+        )
     list_rows = [r for r in per_row if r["requested_items"]]
     metrics = {
         "n": len(rows),
         **text_metrics([r["output"] for r in per_row], [r["reference"] for r in per_row]),
-        "perplexity": completion_perplexity(model, tokenizer, [(f["prompt"], f["completion"]) for f in formatted],
-                                            batch_size, plain_text=True),
+        "perplexity": completion_perplexity(
+            model, tokenizer, [(f["prompt"], f["completion"]) for f in formatted], batch_size, plain_text=True
+        ),
         "eos_stop_rate": round(float(np.mean([r["stopped_by_eos"] for r in per_row])), 4) if per_row else None,
-        **{k: round(float(np.mean([r[k] for r in per_row])), 4) if per_row else None
-           for k in ("repeated_4gram_rate", "distinct_1", "distinct_2", "length_ratio")},
+        **{
+            k: round(float(np.mean([r[k] for r in per_row])), 4) if per_row else None
+            for k in ("repeated_4gram_rate", "distinct_1", "distinct_2", "length_ratio")
+        },
         "list_requests": len(list_rows),
         "list_exact_rate": round(float(np.mean([r["list_ok"] for r in list_rows])), 4) if list_rows else None,
         "max_new_tokens": max_new_tokens,
@@ -471,8 +570,18 @@ def evaluate_instructions(model, tokenizer, rows: list[dict], max_new_tokens: in
 
 # ---------------------------------------------------------------- notebook-level helpers
 
-def mc_runs(net, tokenizer, rows: list[dict], modes: list[str], model: str, adapter: str | None,
-            batch_size: int = 16, max_new_tokens: int = 32, seed: int = 0) -> dict[str, tuple[dict, list[dict]]]:
+
+def mc_runs(
+    net,
+    tokenizer,
+    rows: list[dict],
+    modes: list[str],
+    model: str,
+    adapter: str | None,
+    batch_size: int = 16,
+    max_new_tokens: int = 32,
+    seed: int = 0,
+) -> dict[str, tuple[dict, list[dict]]]:
     """Evaluate and summarise one (model, adapter) in several modes: mode -> (metrics, predictions)."""
     out = {}
     for mode, predictions in evaluate_mc_modes(net, tokenizer, rows, modes, batch_size, max_new_tokens).items():
@@ -484,8 +593,17 @@ def mc_runs(net, tokenizer, rows: list[dict], modes: list[str], model: str, adap
     return out
 
 
-def mc_run(net, tokenizer, rows: list[dict], mode: str, model: str, adapter: str | None, batch_size: int = 16,
-           max_new_tokens: int = 32, seed: int = 0) -> tuple[dict, list[dict]]:
+def mc_run(
+    net,
+    tokenizer,
+    rows: list[dict],
+    mode: str,
+    model: str,
+    adapter: str | None,
+    batch_size: int = 16,
+    max_new_tokens: int = 32,
+    seed: int = 0,
+) -> tuple[dict, list[dict]]:
     """Evaluate and summarise one (model, adapter, mode): (metrics, predictions)."""
     return mc_runs(net, tokenizer, rows, [mode], model, adapter, batch_size, max_new_tokens, seed)[mode]
 
@@ -496,15 +614,22 @@ def mc_comparison(base: tuple[dict, list[dict]], tuned: tuple[dict, list[dict]])
     if [p["id"] for p in base_preds] != [p["id"] for p in tuned_preds]:
         raise ValueError("the two runs did not answer the same questions")
     test = mcnemar_exact([p["correct"] for p in base_preds], [p["correct"] for p in tuned_preds])
-    return {"n": len(base_preds), "mode": tuned_metrics["mode"],
-            "base_accuracy": base_metrics["accuracy"], "tuned_accuracy": tuned_metrics["accuracy"],
-            "base_ci95": base_metrics["ci95"], "tuned_ci95": tuned_metrics["ci95"], "mcnemar_p": test["p_value"],
-            "only_base_right": [b["id"] for b, t in zip(base_preds, tuned_preds) if b["correct"] and not t["correct"]],
-            "only_tuned_right": [b["id"] for b, t in zip(base_preds, tuned_preds) if t["correct"] and not b["correct"]],
-            "base_adapter": base_metrics["adapter"], "tuned_adapter": tuned_metrics["adapter"],
-            "base_pred_distribution": base_metrics["pred_distribution"],
-            "tuned_pred_distribution": tuned_metrics["pred_distribution"],
-            "gold_distribution": tuned_metrics["gold_distribution"]}
+    return {
+        "n": len(base_preds),
+        "mode": tuned_metrics["mode"],
+        "base_accuracy": base_metrics["accuracy"],
+        "tuned_accuracy": tuned_metrics["accuracy"],
+        "base_ci95": base_metrics["ci95"],
+        "tuned_ci95": tuned_metrics["ci95"],
+        "mcnemar_p": test["p_value"],
+        "only_base_right": [b["id"] for b, t in zip(base_preds, tuned_preds) if b["correct"] and not t["correct"]],
+        "only_tuned_right": [b["id"] for b, t in zip(base_preds, tuned_preds) if t["correct"] and not b["correct"]],
+        "base_adapter": base_metrics["adapter"],
+        "tuned_adapter": tuned_metrics["adapter"],
+        "base_pred_distribution": base_metrics["pred_distribution"],
+        "tuned_pred_distribution": tuned_metrics["pred_distribution"],
+        "gold_distribution": tuned_metrics["gold_distribution"],
+    }
 
 
 # ---------------------------------------------------------------- reproducing a committed run on another machine
@@ -532,11 +657,16 @@ def reproduction(committed: list[dict], rescored: list[dict], near_tie: float = 
         raise ValueError("the re-score did not answer the same questions as the committed run")
     flips = [p["id"] for p in committed if again[p["id"]]["pred"] != p["pred"]]
     near_ties = [p["id"] for p in committed if top_two_margin(p["probs"]) <= near_tie]
-    return {"n": len(committed), "correct_committed": sum(p["correct"] for p in committed),
-            "correct_rescored": sum(again[p["id"]]["correct"] for p in committed),
-            "flips": flips, "near_ties": near_ties, "near_tie": near_tie,
-            "unexplained_flips": [i for i in flips if i not in set(near_ties)],
-            "max_prob_change": max(abs(again[p["id"]]["probs"][k] - v) for p in committed for k, v in p["probs"].items())}
+    return {
+        "n": len(committed),
+        "correct_committed": sum(p["correct"] for p in committed),
+        "correct_rescored": sum(again[p["id"]]["correct"] for p in committed),
+        "flips": flips,
+        "near_ties": near_ties,
+        "near_tie": near_tie,
+        "unexplained_flips": [i for i in flips if i not in set(near_ties)],
+        "max_prob_change": max(abs(again[p["id"]]["probs"][k] - v) for p in committed for k, v in p["probs"].items()),
+    }
 
 
 @torch.no_grad()
@@ -556,16 +686,19 @@ def held_out_loss_and_letters(model, tokenizer, rows: list[dict], batch_size: in
         items.append((full, begin, len(prefix), letter_ids, row["Label"]))
     nll, tokens, correct = 0.0, 0, 0
     for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
+        chunk = items[start : start + batch_size]
         keep = max(len(full) - min(begin, at) for full, begin, at, _, _ in chunk) + 1
         batch = left_padded(tokenizer, [full for full, *_ in chunk], device(model))
         logprobs = torch.log_softmax(model(**batch, logits_to_keep=keep).logits.float(), dim=-1)
         for i, (full, begin, at, letter_ids, gold) in enumerate(chunk):
             offset = keep - len(full)  # column of token 0 in the kept logits, which predict the next token
             targets = torch.tensor(full[begin:], device=logprobs.device)
-            nll -= logprobs[i, offset + begin - 1:offset + len(full) - 1].gather(1, targets[:, None]).sum().item()
+            nll -= logprobs[i, offset + begin - 1 : offset + len(full) - 1].gather(1, targets[:, None]).sum().item()
             tokens += len(full) - begin
             letters = logprobs[i, offset + at - 1, letter_ids]
             correct += LETTERS[int(letters.argmax())] == gold
-    return {"eval_loss": round(nll / tokens, 4), "eval_letters_accuracy": round(correct / len(items), 4),
-            "eval_letters_n": len(items)}
+    return {
+        "eval_loss": round(nll / tokens, 4),
+        "eval_letters_accuracy": round(correct / len(items), 4),
+        "eval_letters_n": len(items),
+    }

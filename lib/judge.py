@@ -18,6 +18,7 @@ CLI: `python -m lib.judge --a outputs_base.jsonl --b outputs_tuned.jsonl --base-
 [--workers N] [--limit N] [--dry-run]` (files: notebook 07's `outputs_*.jsonl`, paired by position and instruction).
 Writes `DIR/judge.json` and `DIR/verdicts.jsonl`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,16 +47,31 @@ Dê uma nota de 1 a 10 à resposta: correção, utilidade, clareza, respeito ao 
 Responda SOMENTE com um objeto JSON: {{"score": <inteiro de 1 a 10>, "reason": "<uma frase>"}}."""
 
 SCHEMAS = {  # OpenAI structured outputs, where the server supports them
-    "pair": {"name": "pairwise_verdict", "strict": True, "schema": {
-        "type": "object", "additionalProperties": False, "required": ["winner", "reason"],
-        "properties": {"winner": {"type": "string", "enum": ["A", "B", "tie"]}, "reason": {"type": "string"}}}},
-    "score": {"name": "pointwise_verdict", "strict": True, "schema": {
-        "type": "object", "additionalProperties": False, "required": ["score", "reason"],
-        "properties": {"score": {"type": "integer"}, "reason": {"type": "string"}}}},
+    "pair": {
+        "name": "pairwise_verdict",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["winner", "reason"],
+            "properties": {"winner": {"type": "string", "enum": ["A", "B", "tie"]}, "reason": {"type": "string"}},
+        },
+    },
+    "score": {
+        "name": "pointwise_verdict",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["score", "reason"],
+            "properties": {"score": {"type": "integer"}, "reason": {"type": "string"}},
+        },
+    },
 }
 
 
 # ---------------------------------------------------------------- the answers to judge
+
 
 def load_pairs(a_path: str | Path, b_path: str | Path, limit: int | None = None) -> list[dict]:
     """Rows of two notebook-07 output files, paired by position; the same instruction (and input) on both sides."""
@@ -73,15 +89,26 @@ def load_pairs(a_path: str | Path, b_path: str | Path, limit: int | None = None)
     if len(sides["a"]) != len(sides["b"]):
         short, long_ = sorted(("a", "b"), key=lambda s: len(sides[s]))
         location = sides[long_][len(sides[short])][0]
-        raise ValueError(f"{b_path if long_ == 'b' else a_path} {location}: no answer to pair it with in the other "
-                         f"file ({len(sides['a'])} vs {len(sides['b'])} answers)")
+        raise ValueError(
+            f"{b_path if long_ == 'b' else a_path} {location}: no answer to pair it with in the other "
+            f"file ({len(sides['a'])} vs {len(sides['b'])} answers)"
+        )
     pairs = []
     for (where_a, a), (where_b, b) in zip(sides["a"], sides["b"]):
         if a["instruction"] != b["instruction"] or a.get("input", "") != b.get("input", ""):
-            raise ValueError(f"{a_path} {where_a} / {b_path} {where_b}: the instructions differ — "
-                             "the files must answer the same instructions in the same order")
-        pairs.append({"instruction": a["instruction"], "input": a.get("input", ""),
-                      "reference": a.get("reference", ""), "a": a["output"], "b": b["output"]})
+            raise ValueError(
+                f"{a_path} {where_a} / {b_path} {where_b}: the instructions differ — "
+                "the files must answer the same instructions in the same order"
+            )
+        pairs.append(
+            {
+                "instruction": a["instruction"],
+                "input": a.get("input", ""),
+                "reference": a.get("reference", ""),
+                "a": a["output"],
+                "b": b["output"],
+            }
+        )
     return pairs[:limit] if limit is not None else pairs
 
 
@@ -96,13 +123,31 @@ def requests(pairs: list[dict], judge_model: str, pointwise: bool = True, with_r
     for index, pair in enumerate(pairs):
         base = (PROMPT_VERSION, judge_model, pair["instruction"], pair["input"])
         for order, (first, second) in (("ab", ("a", "b")), ("ba", ("b", "a"))):
-            out.append({"id": "pair-" + _key(*base, pair[first], pair[second]), "kind": "pair", "index": index,
-                        "order": order, "first": pair[first], "second": pair[second], **_text(pair)})
+            out.append(
+                {
+                    "id": "pair-" + _key(*base, pair[first], pair[second]),
+                    "kind": "pair",
+                    "index": index,
+                    "order": order,
+                    "first": pair[first],
+                    "second": pair[second],
+                    **_text(pair),
+                }
+            )
         if pointwise:
             reference = pair["reference"] if with_reference else ""
             for side in ("a", "b"):
-                out.append({"id": "score-" + _key(*base, reference, pair[side]), "kind": "score", "index": index,
-                            "side": side, "answer": pair[side], "reference": reference, **_text(pair)})
+                out.append(
+                    {
+                        "id": "score-" + _key(*base, reference, pair[side]),
+                        "kind": "score",
+                        "index": index,
+                        "side": side,
+                        "answer": pair[side],
+                        "reference": reference,
+                        **_text(pair),
+                    }
+                )
     return out
 
 
@@ -111,15 +156,20 @@ def _text(pair: dict) -> dict:
 
 
 def messages_for(item: dict) -> list[dict]:
-    task = f"### Instrução:\n{item['instruction']}\n\n" + (f"### Entrada:\n{item['input']}\n\n" if item["input"].strip()
-                                                          else "")
+    task = f"### Instrução:\n{item['instruction']}\n\n" + (
+        f"### Entrada:\n{item['input']}\n\n" if item["input"].strip() else ""
+    )
     if item["kind"] == "pair":
-        return [{"role": "system", "content": PAIRWISE_SYSTEM},
-                {"role": "user", "content": f"{task}### Resposta A:\n{item['first']}\n\n### Resposta B:\n{item['second']}"}]
+        return [
+            {"role": "system", "content": PAIRWISE_SYSTEM},
+            {"role": "user", "content": f"{task}### Resposta A:\n{item['first']}\n\n### Resposta B:\n{item['second']}"},
+        ]
     reference = f"### Resposta de referência:\n{item['reference']}\n\n" if item["reference"].strip() else ""
     system = POINTWISE_SYSTEM.format(reference=" e uma resposta de referência para comparação" if reference else "")
-    return [{"role": "system", "content": system},
-            {"role": "user", "content": f"{task}{reference}### Resposta do assistente:\n{item['answer']}"}]
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": f"{task}{reference}### Resposta do assistente:\n{item['answer']}"},
+    ]
 
 
 def parse_verdict(reply: str, item: dict) -> dict:
@@ -141,6 +191,7 @@ def parse_verdict(reply: str, item: dict) -> dict:
 
 # ---------------------------------------------------------------- the numbers
 
+
 def length_controlled_win_rate(outcomes: list[tuple[float, float, int]], l2: float = 0.1) -> float | None:
     """AlpacaEval-2-style win rate of B at equal length: a logistic fit of each order's outcome (1 B won, 0.5 tie,
     0 A won) on tanh(length difference / its std) and the position (+1 B shown first, -1 A first), then the predicted
@@ -157,7 +208,7 @@ def length_controlled_win_rate(outcomes: list[tuple[float, float, int]], l2: flo
     def loss(w):  # fractional labels: ties count half a win each way. A weak L2 on every weight keeps separable data
         # finite and pulls a handful of verdicts toward 0.5; with hundreds of pairs it changes nothing
         z = x @ w
-        return float(np.sum(np.logaddexp(0, z) - y * z) + l2 * np.sum(w ** 2))
+        return float(np.sum(np.logaddexp(0, z) - y * z) + l2 * np.sum(w**2))
 
     weights = minimize(loss, np.zeros(3), method="L-BFGS-B").x
     return round(1 / (1 + math.exp(-weights[0])), 4)
@@ -179,8 +230,13 @@ def summarize(pairs: list[dict], items: list[dict], results: dict[str, dict], ju
     rows, outcomes, values, firsts, consistent = [], [], [], [], []
     for index, pair in enumerate(pairs):
         got = by_index.get(index, {})
-        row = {"index": index, "instruction": pair["instruction"], "len_a": len(pair["a"]), "len_b": len(pair["b"]),
-               **{k: got.get(k) for k in ("ab", "ba", "score_a", "score_b")}}
+        row = {
+            "index": index,
+            "instruction": pair["instruction"],
+            "len_a": len(pair["a"]),
+            "len_b": len(pair["b"]),
+            **{k: got.get(k) for k in ("ab", "ba", "score_a", "score_b")},
+        }
         ab, ba = got.get("ab"), got.get("ba")
         # in answer terms: in order ab, A is answer a; in order ba, A is answer b
         per_order = {}
@@ -202,22 +258,29 @@ def summarize(pairs: list[dict], items: list[dict], results: dict[str, dict], ju
     scores = {side: [r[f"score_{side}"]["score"] for r in rows if r.get(f"score_{side}")] for side in ("a", "b")}
     combined = [r.get("winner") for r in rows if r.get("winner")]
     summary = {
-        "n": len(pairs), "judged": len(values), "judge_model": judge_model, "prompt_version": PROMPT_VERSION,
+        "n": len(pairs),
+        "judged": len(values),
+        "judge_model": judge_model,
+        "prompt_version": PROMPT_VERSION,
         "win_rate_b": round(float(np.mean(values)), 4) if values else None,
         "win_rate_b_ci": [round(x, 4) for x in evaluate.bootstrap_ci(values)] if len(values) > 1 else None,
-        "wins_a": combined.count("a"), "wins_b": combined.count("b"), "ties": combined.count("tie"),
+        "wins_a": combined.count("a"),
+        "wins_b": combined.count("b"),
+        "ties": combined.count("tie"),
         "position_consistency": round(float(np.mean(consistent)), 4) if consistent else None,
         "first_position_preference": round(float(np.mean(firsts)), 4) if firsts else None,
         "length_controlled_win_rate_b": length_controlled_win_rate(outcomes),
         "mean_score_a": round(float(np.mean(scores["a"])), 3) if scores["a"] else None,
         "mean_score_b": round(float(np.mean(scores["b"])), 3) if scores["b"] else None,
         "score_distribution": {side: {str(s): scores[side].count(s) for s in range(1, 11)} for side in scores},
-        "invalid_verdicts": invalid, "calls": len(items),
+        "invalid_verdicts": invalid,
+        "calls": len(items),
     }
     return summary, rows
 
 
 # ---------------------------------------------------------------- running it
+
 
 def make_backend(model: str, base_url: str | None = None, structured: bool = False, batch_size: int = 4):
     """A judge on a server (`base_url`, or OpenAI with `OPENAI_API_KEY`), or a `lib.models` preset run locally
@@ -253,15 +316,21 @@ class LocalJudge:
             prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             contexts.append(prompt + self.PREFIX[kind])
             kinds.append(kind)
-        scored = evaluate.shared_prefix_logprobs(self.net, self.tokenizer,  # the long prompt encoded once
-                                                 [(c, self.CHOICES[k]) for c, k in zip(contexts, kinds)])
+        scored = evaluate.shared_prefix_logprobs(
+            self.net,
+            self.tokenizer,  # the long prompt encoded once
+            [(c, self.CHOICES[k]) for c, k in zip(contexts, kinds)],
+        )
         replies = []
         for kind, group in zip(kinds, scored):
             logprobs = [total for total, _ in group]
             best = self.CHOICES[kind][int(np.argmax(logprobs))].rstrip('",')
             reason = "the local model's most likely verdict (log-likelihood), not written text"
-            replies.append(json.dumps({"winner": best, "reason": reason} if kind == "pair"
-                                      else {"score": int(best), "reason": reason}))
+            replies.append(
+                json.dumps(
+                    {"winner": best, "reason": reason} if kind == "pair" else {"score": int(best), "reason": reason}
+                )
+            )
         return replies
 
 
@@ -274,18 +343,41 @@ class _SchemaBackend(api.OpenAIBackend):
         return super().complete(messages)
 
 
-def judge(pairs: list[dict], backend, output_dir: str | Path, judge_model: str, workers: int = 8,
-          max_retries: int = 3, pointwise: bool = True, with_reference: bool = True, progress: bool = True,
-          backoff_base: float = 1.0, retry_failed: bool = False) -> dict:
+def judge(
+    pairs: list[dict],
+    backend,
+    output_dir: str | Path,
+    judge_model: str,
+    workers: int = 8,
+    max_retries: int = 3,
+    pointwise: bool = True,
+    with_reference: bool = True,
+    progress: bool = True,
+    backoff_base: float = 1.0,
+    retry_failed: bool = False,
+) -> dict:
     """Judge every pair (both orders) and score every answer; resumable; writes judge.json and verdicts.jsonl."""
     output_dir = Path(output_dir)
     items = requests(pairs, judge_model, pointwise, with_reference)
-    jobs = api.Jobs(backend, output_dir, messages_for, parse_verdict, result_key="verdict", workers=workers,
-                    max_retries=max_retries, backoff_base=backoff_base, progress=progress, desc="verdicts")
+    jobs = api.Jobs(
+        backend,
+        output_dir,
+        messages_for,
+        parse_verdict,
+        result_key="verdict",
+        workers=workers,
+        max_retries=max_retries,
+        backoff_base=backoff_base,
+        progress=progress,
+        desc="verdicts",
+    )
     stats = jobs.run(items, retry_failed=retry_failed)
     summary, rows = summarize(pairs, items, jobs.results(), judge_model)
-    summary["this_run"] = {"requested": stats.done + stats.failed, "already_cached": stats.done_before,
-                           "seconds": round(stats.seconds, 2)}
+    summary["this_run"] = {
+        "requested": stats.done + stats.failed,
+        "already_cached": stats.done_before,
+        "seconds": round(stats.seconds, 2),
+    }
     failures = jobs.failures()
     summary["invalid_reasons"] = sorted({r["last_reason"] for r in failures.values()})[:10]
     data.write_jsonl(rows, output_dir / "verdicts.jsonl")
@@ -297,14 +389,22 @@ def dry_run(pairs: list[dict], judge_model: str, pointwise: bool = True, with_re
     """How many calls a run makes and about how many prompt tokens they send (4 characters a token)."""
     items = requests(pairs, judge_model, pointwise, with_reference)
     chars = sum(len(m["content"]) for item in items for m in messages_for(item))
-    return {"pairs": len(pairs), "calls": len(items), "pairwise_calls": sum(i["kind"] == "pair" for i in items),
-            "pointwise_calls": sum(i["kind"] == "score" for i in items),
-            "prompt_tokens_estimate": round(chars / 4), "judge_model": judge_model, "prompt_version": PROMPT_VERSION}
+    return {
+        "pairs": len(pairs),
+        "calls": len(items),
+        "pairwise_calls": sum(i["kind"] == "pair" for i in items),
+        "pointwise_calls": sum(i["kind"] == "score" for i in items),
+        "prompt_tokens_estimate": round(chars / 4),
+        "judge_model": judge_model,
+        "prompt_version": PROMPT_VERSION,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="Judge two sets of answers with an LLM (pairwise, both orders, and "
-                                                 "pointwise), on any OpenAI-compatible server.")
+    parser = argparse.ArgumentParser(
+        description="Judge two sets of answers with an LLM (pairwise, both orders, and "
+        "pointwise), on any OpenAI-compatible server."
+    )
     parser.add_argument("--a", required=True, help="answers A: notebook 07's outputs_base.jsonl (or any such file)")
     parser.add_argument("--b", required=True, help="answers B, same instructions in the same order")
     parser.add_argument("--base-url", help="the server, e.g. http://127.0.0.1:8000/v1; none: OpenAI (OPENAI_API_KEY)")
@@ -327,11 +427,37 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(plan, indent=2))
         return plan
     backend = make_backend(args.model, args.base_url, structured=args.structured)
-    summary = judge(pairs, backend, args.output_dir, args.model, workers=args.workers, max_retries=args.max_retries,
-                    backoff_base=args.backoff_base, retry_failed=args.retry_failed, **options)
-    print(json.dumps({k: summary[k] for k in ("n", "win_rate_b", "win_rate_b_ci", "ties", "position_consistency",
-                                              "first_position_preference", "length_controlled_win_rate_b",
-                                              "mean_score_a", "mean_score_b", "invalid_verdicts")}, indent=2))
+    summary = judge(
+        pairs,
+        backend,
+        args.output_dir,
+        args.model,
+        workers=args.workers,
+        max_retries=args.max_retries,
+        backoff_base=args.backoff_base,
+        retry_failed=args.retry_failed,
+        **options,
+    )
+    print(
+        json.dumps(
+            {
+                k: summary[k]
+                for k in (
+                    "n",
+                    "win_rate_b",
+                    "win_rate_b_ci",
+                    "ties",
+                    "position_consistency",
+                    "first_position_preference",
+                    "length_controlled_win_rate_b",
+                    "mean_score_a",
+                    "mean_score_b",
+                    "invalid_verdicts",
+                )
+            },
+            indent=2,
+        )
+    )
     return summary
 
 

@@ -10,6 +10,7 @@ micro-batch x accumulation x N == the preset's batch B and the optimizer takes t
 Any other flag (`--max-steps 50`, `--source ...`) is passed on to lib.train. Run from the repository root.
 Why DDP or FSDP, and the caveats: docs/multi_gpu.md. The accelerate configs: configs/accelerate/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,10 @@ def split_batch(batch_size: int, per_device_batch: int, num_gpus: int) -> tuple[
     if batch_size < 1 or per_device_batch < 1:
         raise ValueError(f"batch sizes must be >= 1, got batch_size={batch_size}, per_device_batch={per_device_batch}")
     if batch_size % num_gpus:
-        raise ValueError(f"effective batch {batch_size} cannot be split evenly over {num_gpus} GPUs; use a GPU count "
-                         f"that divides it, or pass --batch-size with a multiple of {num_gpus}")
+        raise ValueError(
+            f"effective batch {batch_size} cannot be split evenly over {num_gpus} GPUs; use a GPU count "
+            f"that divides it, or pass --batch-size with a multiple of {num_gpus}"
+        )
     per_process = batch_size // num_gpus
     micro = min(per_device_batch, per_process)
     while per_process % micro:
@@ -71,17 +74,24 @@ def split_batch(batch_size: int, per_device_batch: int, num_gpus: int) -> tuple[
     return per_process, micro
 
 
-def batch_plan(preset: str, hardware: str, num_gpus: int, batch_size: int | None = None,
-               per_device_batch: int | None = None) -> dict:
+def batch_plan(
+    preset: str, hardware: str, num_gpus: int, batch_size: int | None = None, per_device_batch: int | None = None
+) -> dict:
     """How the preset's effective batch is kept on `num_gpus` GPUs (validates preset and hardware)."""
     from lib import train
 
     cfg = train.config_for(preset, hardware, batch_size=batch_size, per_device_batch=per_device_batch)
     per_process, micro = split_batch(cfg.batch_size, cfg.per_device_batch, num_gpus)
     accum = per_process // micro
-    return {"num_gpus": num_gpus, "batch_size": cfg.batch_size, "per_process_batch": per_process,
-            "per_device_batch": micro, "grad_accum": accum, "effective_batch": micro * accum * num_gpus,
-            "optimizer": cfg.optimizer}
+    return {
+        "num_gpus": num_gpus,
+        "batch_size": cfg.batch_size,
+        "per_process_batch": per_process,
+        "per_device_batch": micro,
+        "grad_accum": accum,
+        "effective_batch": micro * accum * num_gpus,
+        "optimizer": cfg.optimizer,
+    }
 
 
 @functools.lru_cache(maxsize=1)
@@ -127,8 +137,14 @@ def _is_bnb_optimizer(name: str) -> bool:
     return "8bit" in name or "paged" in name or "bnb" in name
 
 
-def launch_command(preset: str, hardware: str, output_dir: str | Path, num_gpus: int, strategy: str = "ddp",
-                   extra_args: list[str] | None = None) -> list[str]:
+def launch_command(
+    preset: str,
+    hardware: str,
+    output_dir: str | Path,
+    num_gpus: int,
+    strategy: str = "ddp",
+    extra_args: list[str] | None = None,
+) -> list[str]:
     """argv that trains `preset` on `num_gpus` GPUs of one machine; rerunning it resumes from the last checkpoint.
 
     `num_gpus == 1` gives the plain single-process `python -m lib.train ...` (no launcher). Otherwise
@@ -164,10 +180,21 @@ def launch_command(preset: str, hardware: str, output_dir: str | Path, num_gpus:
             raise ValueError(
                 f"FSDP cannot checkpoint the bitsandbytes optimizer {plan['optimizer']!r} of {preset}/{hardware}, and "
                 f"lib.train has no --optimizer flag to switch to {FSDP_OPTIMIZER!r}; use --strategy ddp "
-                f"(docs/multi_gpu.md, 'Open items in lib.train', has the one-line change)")
+                f"(docs/multi_gpu.md, 'Open items in lib.train', has the one-line change)"
+            )
         train_args += ["--optimizer", FSDP_OPTIMIZER]
-    return ["accelerate", "launch", "--config_file", CONFIGS[strategy], "--num_processes", str(num_gpus),
-            "-m", "lib.train", *train_args, *extra]
+    return [
+        "accelerate",
+        "launch",
+        "--config_file",
+        CONFIGS[strategy],
+        "--num_processes",
+        str(num_gpus),
+        "-m",
+        "lib.train",
+        *train_args,
+        *extra,
+    ]
 
 
 def format_command(argv: list[str]) -> str:
@@ -193,7 +220,9 @@ def executable(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Print (or --run) the multi-GPU `accelerate launch` command of a lib.train preset. "
-                    "Unknown flags are passed on to lib.train.", allow_abbrev=False)
+        "Unknown flags are passed on to lib.train.",
+        allow_abbrev=False,
+    )
     parser.add_argument("--preset", required=True)
     parser.add_argument("--hardware", required=True)
     parser.add_argument("--output-dir", required=True)
@@ -210,13 +239,21 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("no GPU visible; pass --gpus N to print the command for another machine")
     try:
         command = launch_command(args.preset, args.hardware, args.output_dir, gpus, args.strategy, extra)
-        plan = batch_plan(args.preset, args.hardware, gpus, batch_size=_int_flag(extra, "--batch-size")[0],
-                          per_device_batch=_int_flag(extra, "--per-device-batch")[0])
+        plan = batch_plan(
+            args.preset,
+            args.hardware,
+            gpus,
+            batch_size=_int_flag(extra, "--batch-size")[0],
+            per_device_batch=_int_flag(extra, "--per-device-batch")[0],
+        )
     except ValueError as error:
         parser.error(str(error))
-    print(f"# {gpus} GPU(s), {args.strategy if gpus > 1 else 'single process'}: micro-batch "
-          f"{plan['per_device_batch']} x accumulation {plan['grad_accum']} x {gpus} GPU(s) = effective batch "
-          f"{plan['effective_batch']}", file=sys.stderr)
+    print(
+        f"# {gpus} GPU(s), {args.strategy if gpus > 1 else 'single process'}: micro-batch "
+        f"{plan['per_device_batch']} x accumulation {plan['grad_accum']} x {gpus} GPU(s) = effective batch "
+        f"{plan['effective_batch']}",
+        file=sys.stderr,
+    )
     print(format_command(command), flush=True)
     if args.run:
         if Path.cwd().resolve() != paths.ROOT:

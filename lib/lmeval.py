@@ -24,6 +24,7 @@ The same tasks with the lm-eval CLI alone (an adapter through `peft=`), from the
 4-bit base with transformers 5 (`load_in_4bit=True` in `--model_args` is rejected by `from_pretrained`), so it scores
 the adapter on the fp32 base; `python -m lib.lmeval` scores it on the 4-bit base it was trained on, as notebook 06 does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,13 +46,13 @@ LETTERS = list(lib_data.LETTERS)
 
 # ---------------------------------------------------------------- lm-eval side
 
+
 def harness(model, tokenizer, batch_size: int = 4):
     """lm-eval's HF backend around an already loaded model (base or PeftModel): the very weights our scorer uses."""
     from lm_eval.models.huggingface import HFLM
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its warnings about instance models are expected here
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
-                device=str(inference.device(model)))
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(inference.device(model)))
 
 
 def build_task(mode: str, data: str = DEFAULT_DATA, split: str = "validation"):
@@ -62,15 +63,17 @@ def build_task(mode: str, data: str = DEFAULT_DATA, split: str = "validation"):
     if mode not in TASKS:
         raise ValueError(f"mode must be one of {sorted(TASKS)}, got {mode!r}")
     name = TASKS[mode]
-    manager = TaskManager(include_path=str(CONFIGS), include_defaults=False,
-                          metadata={"data": str(data), "split": split})
+    manager = TaskManager(
+        include_path=str(CONFIGS), include_defaults=False, metadata={"data": str(data), "split": split}
+    )
     config = load_yaml(CONFIGS / f"{name}.yaml", resolve_func=True)
     config["test_split"] = split  # the YAML says "validation"; the split is a parameter here
     return manager.load(config)["tasks"][name]
 
 
-def run_lm_eval(lm, task, limit: int | None = None, output_dir: str | Path | None = None,
-                model_name: str = "model") -> tuple[dict, float]:
+def run_lm_eval(
+    lm, task, limit: int | None = None, output_dir: str | Path | None = None, model_name: str = "model"
+) -> tuple[dict, float]:
     """`simple_evaluate` on one task, chat template applied, samples logged: (results, seconds).
 
     With `output_dir`, lm-eval's own results file (`lm_eval_results_<date>.json`) and per-sample file are written
@@ -88,16 +91,23 @@ def run_lm_eval(lm, task, limit: int | None = None, output_dir: str | Path | Non
             old.unlink()  # one run per folder: files are date-stamped by lm-eval
         tracker = EvaluationTracker(output_path=str(out / "lm_eval_results.json"))
     start = time.perf_counter()
-    results = simple_evaluate(model=lm, tasks=[task], limit=limit, apply_chat_template=True, log_samples=True,
-                              bootstrap_iters=0, evaluation_tracker=tracker, verbosity="ERROR",
-                              model_args={"pretrained": model_name},
-                              # the task is built already; a default TaskManager would index every bundled task
-                              task_manager=TaskManager(include_path=str(CONFIGS), include_defaults=False))
+    results = simple_evaluate(
+        model=lm,
+        tasks=[task],
+        limit=limit,
+        apply_chat_template=True,
+        log_samples=True,
+        bootstrap_iters=0,
+        evaluation_tracker=tracker,
+        verbosity="ERROR",
+        model_args={"pretrained": model_name},
+        # the task is built already; a default TaskManager would index every bundled task
+        task_manager=TaskManager(include_path=str(CONFIGS), include_defaults=False),
+    )
     seconds = time.perf_counter() - start
     if tracker is not None:
         samples = copy.deepcopy(results["samples"])  # the tracker sanitizes samples in place
-        tracker.save_results_aggregated(results={k: v for k, v in results.items() if k != "samples"},
-                                        samples=samples)
+        tracker.save_results_aggregated(results={k: v for k, v in results.items() if k != "samples"}, samples=samples)
         for name, task_samples in samples.items():
             tracker.save_results_samples(task_name=name, samples=task_samples)
     return results, seconds
@@ -111,17 +121,30 @@ def lm_eval_predictions(samples: list[dict]) -> list[dict]:
         choices = [cont for _, cont in sample["arguments"]]
         chars = np.array([len(c) for c in choices], dtype=float)
         utf8 = np.array([len(c.encode("utf-8")) for c in choices], dtype=float)
-        out.append({"id": sample["doc"]["id"], "gold": LETTERS[sample["target"]], "logprobs": lls.tolist(),
-                    "pred": LETTERS[int(np.argmax(lls))], "pred_norm": LETTERS[int(np.argmax(lls / chars))],
-                    "pred_bytes": LETTERS[int(np.argmax(lls / utf8))], "arguments": sample["arguments"]})
+        out.append(
+            {
+                "id": sample["doc"]["id"],
+                "gold": LETTERS[sample["target"]],
+                "logprobs": lls.tolist(),
+                "pred": LETTERS[int(np.argmax(lls))],
+                "pred_norm": LETTERS[int(np.argmax(lls / chars))],
+                "pred_bytes": LETTERS[int(np.argmax(lls / utf8))],
+                "arguments": sample["arguments"],
+            }
+        )
     return out
 
 
 def requests(lm, task, limit: int | None = None) -> list[dict]:
     """lm-eval's requests for `task` as `simple_evaluate` builds them (chat template applied), without running the
     model: per question, in document order, `{"id", "arguments": [(context, continuation) x 4]}`."""
-    task.build_all_requests(limit=limit, apply_chat_template=True, fewshot_as_multiturn=True,
-                            chat_template=lm.apply_chat_template, tokenizer_name=lm.tokenizer_name)
+    task.build_all_requests(
+        limit=limit,
+        apply_chat_template=True,
+        fewshot_as_multiturn=True,
+        chat_template=lm.apply_chat_template,
+        tokenizer_name=lm.tokenizer_name,
+    )
     by_doc: dict[int, dict] = {}
     for instance in sorted(task.instances, key=lambda i: (i.doc_id, i.idx)):
         entry = by_doc.setdefault(instance.doc_id, {"id": instance.doc["id"], "arguments": []})
@@ -130,6 +153,7 @@ def requests(lm, task, limit: int | None = None) -> list[dict]:
 
 
 # ---------------------------------------------------------------- are the two scoring the same thing?
+
 
 def compare_inputs(lm, tokenizer, rows: list[dict], lm_preds: list[dict], mode: str) -> dict:
     """What lm-eval fed the model vs what our scorer feeds it, per question and choice: the rendered text
@@ -156,18 +180,22 @@ def compare_inputs(lm, tokenizer, rows: list[dict], lm_preds: list[dict], mode: 
                 prompt_ids = inference.encode(tokenizer, prompt)
                 begin = next((k for k, (a, b) in enumerate(zip(prompt_ids, our_ids)) if a != b), len(prompt_ids))
                 ours_scored, theirs_scored = our_ids[begin:], continuation_ids
-                if theirs_scored[len(theirs_scored) - len(ours_scored):] != ours_scored:
+                if theirs_scored[len(theirs_scored) - len(ours_scored) :] != ours_scored:
                     scored_mismatch.append(f"{row['id']}/{letter}")
                 elif len(theirs_scored) > len(ours_scored):
-                    extra_scored.add(tokenizer.decode(theirs_scored[:len(theirs_scored) - len(ours_scored)]))
-    return {"prompts_identical": not text_mismatch, "token_ids_identical": not ids_mismatch,
-            "scored_tokens_identical": not scored_mismatch and not extra_scored,
-            "text_mismatches": text_mismatch[:10], "token_id_mismatches": ids_mismatch[:10],
-            "scored_token_mismatches": scored_mismatch[:10],
-            # lm-eval moves the context's trailing whitespace into the continuation (`_encode_pair`), so in
-            # `options` mode it also scores the chat template's newline after the model turn: the same term for all
-            # four options (acc unchanged), but it shifts length-normalised scores.
-            "lm_eval_also_scores": sorted(extra_scored)}
+                    extra_scored.add(tokenizer.decode(theirs_scored[: len(theirs_scored) - len(ours_scored)]))
+    return {
+        "prompts_identical": not text_mismatch,
+        "token_ids_identical": not ids_mismatch,
+        "scored_tokens_identical": not scored_mismatch and not extra_scored,
+        "text_mismatches": text_mismatch[:10],
+        "token_id_mismatches": ids_mismatch[:10],
+        "scored_token_mismatches": scored_mismatch[:10],
+        # lm-eval moves the context's trailing whitespace into the continuation (`_encode_pair`), so in
+        # `options` mode it also scores the chat template's newline after the model turn: the same term for all
+        # four options (acc unchanged), but it shifts length-normalised scores.
+        "lm_eval_also_scores": sorted(extra_scored),
+    }
 
 
 def logprob_gap(ours: list[dict], theirs: list[dict], mode: str) -> float:
@@ -192,9 +220,20 @@ def logprob_gap(ours: list[dict], theirs: list[dict], mode: str) -> float:
 
 # ---------------------------------------------------------------- the cross-check
 
-def crosscheck(net, tokenizer, data: str = DEFAULT_DATA, split: str = "validation", mode: str = "letters",
-               limit: int | None = None, output_dir: str | Path | None = None, batch_size: int = 16,
-               lm_eval_batch_size: int = 4, model: str = "model", adapter: str | None = None) -> dict:
+
+def crosscheck(
+    net,
+    tokenizer,
+    data: str = DEFAULT_DATA,
+    split: str = "validation",
+    mode: str = "letters",
+    limit: int | None = None,
+    output_dir: str | Path | None = None,
+    batch_size: int = 16,
+    lm_eval_batch_size: int = 4,
+    model: str = "model",
+    adapter: str | None = None,
+) -> dict:
     """lm-eval and `lib.evaluate` on the same questions with the same loaded model; writes crosscheck.json."""
     source = paths.resolve_source(str(data))
     loaded, _ = lib_data.load(source, "cosmos_qa_pt", splits=[split], default_split=split, labels_required=True)
@@ -216,14 +255,22 @@ def crosscheck(net, tokenizer, data: str = DEFAULT_DATA, split: str = "validatio
         return round(float(np.mean(values)), 4) if values else None
 
     report = {
-        "n": n, "mode": mode, "task": TASKS[mode], "model": model, "adapter": adapter, "data": str(data),
-        "split": split, "limit": limit, "load_in_4bit": bool(getattr(net, "is_loaded_in_4bit", False)),
+        "n": n,
+        "mode": mode,
+        "task": TASKS[mode],
+        "model": model,
+        "adapter": adapter,
+        "data": str(data),
+        "split": split,
+        "limit": limit,
+        "load_in_4bit": bool(getattr(net, "is_loaded_in_4bit", False)),
         "lm_eval_accuracy": metrics.get("acc,none"),
         "project_accuracy": mean([p["correct"] for p in ours]),
         "lm_eval_acc_norm": metrics.get("acc_norm,none"),  # lm-eval: per character
         "project_acc_norm": mean([p["pred_norm"] == p["gold"] for p in ours]) if mode == "options" else None,
         "lm_eval_acc_bytes": metrics.get("acc_bytes,none"),  # lm-eval: per UTF-8 byte, our acc_norm's definition
-        "lm_eval_seconds": round(lm_seconds, 2), "project_seconds": round(project_seconds, 2),
+        "lm_eval_seconds": round(lm_seconds, 2),
+        "project_seconds": round(project_seconds, 2),
         "questions_per_s": {"lm_eval": round(n / lm_seconds, 3), "project": round(n / project_seconds, 3)},
         "prediction_disagreements": [o["id"] for o, t in zip(ours, theirs) if o["pred"] != t["pred"]],
         "lm_eval_version": _version("lm_eval"),
@@ -249,8 +296,10 @@ def _version(package: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="Cross-check lib.evaluate against lm-evaluation-harness on "
-                                                 "Cosmos QA PT (one loaded model serves both).")
+    parser = argparse.ArgumentParser(
+        description="Cross-check lib.evaluate against lm-evaluation-harness on "
+        "Cosmos QA PT (one loaded model serves both)."
+    )
     parser.add_argument("--model", default="embedded", help="preset, Hub id or local folder")
     parser.add_argument("--adapter", default=None, help="PEFT adapter folder (e.g. .../final_adapter)")
     parser.add_argument("--data", default=DEFAULT_DATA, help="Hub id, or a local file / folder lib.data accepts")
@@ -259,15 +308,34 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--limit", type=int, default=None, help="first N questions")
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--batch-size", type=int, default=16, help="our scorer's batch size")
-    parser.add_argument("--lm-eval-batch-size", type=int, default=4,
-                        help="lm-eval's batch size (it keeps the full-vocabulary logits of every position)")
-    parser.add_argument("--no-4bit", dest="load_in_4bit", action="store_false",
-                        help="score the unquantized model (default: the 4-bit NF4 base QLoRA trains on, as in 06)")
+    parser.add_argument(
+        "--lm-eval-batch-size",
+        type=int,
+        default=4,
+        help="lm-eval's batch size (it keeps the full-vocabulary logits of every position)",
+    )
+    parser.add_argument(
+        "--no-4bit",
+        dest="load_in_4bit",
+        action="store_false",
+        help="score the unquantized model (default: the 4-bit NF4 base QLoRA trains on, as in 06)",
+    )
     args = parser.parse_args(argv)
     net, tokenizer = inference.load_for_eval(args.model, args.adapter, quantize_4bit=args.load_in_4bit)
     output_dir = Path(args.output_dir).resolve()  # relative to where the command runs, like lib.train
-    report = crosscheck(net, tokenizer, args.data, args.split, args.mode, args.limit, output_dir,
-                        args.batch_size, args.lm_eval_batch_size, args.model, args.adapter)
+    report = crosscheck(
+        net,
+        tokenizer,
+        args.data,
+        args.split,
+        args.mode,
+        args.limit,
+        output_dir,
+        args.batch_size,
+        args.lm_eval_batch_size,
+        args.model,
+        args.adapter,
+    )
     print(json.dumps({k: v for k, v in report.items() if not k.endswith("mismatches")}, indent=1, ensure_ascii=False))
     return report
 

@@ -2,11 +2,13 @@
 device), the LoRA shape, activation bytes per token, and the peak-memory estimate that notebooks 04/05 print and
 `lib.fitcheck` measures against.
 """
+
 from __future__ import annotations
 
 import torch
 
 from lib import models
+
 
 def meta_model(model: str):
     """The real architecture on the meta device: shapes only, no weights, no download."""
@@ -20,8 +22,14 @@ def meta_model(model: str):
 def lora_config(cfg):
     from peft import LoraConfig
 
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.lora_targets), bias="none", task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_targets),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
 
 
 def count_parameters(model) -> tuple[int, int]:
@@ -36,12 +44,20 @@ def lora_parameter_count(cfg) -> int:
     return count_parameters(get_peft_model(meta_model(cfg.model), lora_config(cfg)))[0]
 
 
-LORA_IN_FEATURES = {"q_proj": "hidden", "k_proj": "hidden", "v_proj": "hidden", "o_proj": "hidden",
-                    "gate_proj": "hidden", "up_proj": "hidden", "down_proj": "intermediate"}
+LORA_IN_FEATURES = {
+    "q_proj": "hidden",
+    "k_proj": "hidden",
+    "v_proj": "hidden",
+    "o_proj": "hidden",
+    "gate_proj": "hidden",
+    "up_proj": "hidden",
+    "down_proj": "intermediate",
+}
 
 
-def activation_bytes_per_token(hidden: int, intermediate: int, heads: int, kv_heads: int, lora_r: int,
-                               lora_targets: tuple[str, ...]) -> tuple[int, int]:
+def activation_bytes_per_token(
+    hidden: int, intermediate: int, heads: int, kv_heads: int, lora_r: int, lora_targets: tuple[str, ...]
+) -> tuple[int, int]:
     """(bytes autograd saves per token per decoder layer, bytes kept per token per layer with gradient checkpointing)
     in QLoRA training on a GPU (bf16 autocast), for a LLaMA/Mistral layer.
 
@@ -59,10 +75,20 @@ def activation_bytes_per_token(hidden: int, intermediate: int, heads: int, kv_he
     return 12 * intermediate + 12 * hidden + 4 * kv_dim + 4 * heads + 8 + lora, 4 * hidden
 
 
-def estimate_memory_gb(n_params: int, vocab: int, hidden: int, layers: int, lora_params: int, batch: int,
-                       seq_len: int, gradient_checkpointing: bool, optimizer_bytes: float = 8.0,
-                       activation_bytes: tuple[float, float] | None = None, embedding_bytes: int = 4,
-                       overhead_gb: float = 1.0) -> dict:
+def estimate_memory_gb(
+    n_params: int,
+    vocab: int,
+    hidden: int,
+    layers: int,
+    lora_params: int,
+    batch: int,
+    seq_len: int,
+    gradient_checkpointing: bool,
+    optimizer_bytes: float = 8.0,
+    activation_bytes: tuple[float, float] | None = None,
+    embedding_bytes: int = 4,
+    overhead_gb: float = 1.0,
+) -> dict:
     """Rough peak GPU memory of QLoRA training, in GB (1e9 bytes). Assumptions:
 
     - base weights in 4-bit NF4 (0.5 B/param) plus double-quantised constants (~0.127 bit/param); the input
@@ -104,12 +130,24 @@ def estimate_for(cfg, spec: dict) -> dict:
     n_params = count_parameters(net)[1]
     lora = count_parameters(get_peft_model(net, lora_config(cfg)))[0]
     return estimate_memory_gb(
-        n_params=n_params, vocab=spec["vocab_size"], hidden=spec["hidden_size"], layers=spec["num_hidden_layers"],
-        lora_params=lora, batch=cfg.per_device_batch, seq_len=cfg.max_length,
-        gradient_checkpointing=cfg.gradient_checkpointing, optimizer_bytes=2.0 if "8bit" in cfg.optimizer else 8.0,
-        activation_bytes=activation_bytes_per_token(spec["hidden_size"], spec["intermediate_size"],
-                                                    spec["num_attention_heads"], spec["num_key_value_heads"],
-                                                    cfg.lora_r, cfg.lora_targets))
+        n_params=n_params,
+        vocab=spec["vocab_size"],
+        hidden=spec["hidden_size"],
+        layers=spec["num_hidden_layers"],
+        lora_params=lora,
+        batch=cfg.per_device_batch,
+        seq_len=cfg.max_length,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        optimizer_bytes=2.0 if "8bit" in cfg.optimizer else 8.0,
+        activation_bytes=activation_bytes_per_token(
+            spec["hidden_size"],
+            spec["intermediate_size"],
+            spec["num_attention_heads"],
+            spec["num_key_value_heads"],
+            cfg.lora_r,
+            cfg.lora_targets,
+        ),
+    )
 
 
 def memory_estimate(cfg) -> dict:
@@ -121,6 +159,8 @@ def memory_estimate(cfg) -> dict:
     estimate["budget"] = cfg.memory_gb
     estimate["fits"] = estimate["total"] <= cfg.memory_gb
     if not estimate["fits"]:
-        estimate["warning"] = (f"estimated {estimate['total']} GB exceeds the {cfg.memory_gb} GB of {cfg.hardware}: "
-                               f"lower per_device_batch or max_length, or enable gradient checkpointing")
+        estimate["warning"] = (
+            f"estimated {estimate['total']} GB exceeds the {cfg.memory_gb} GB of {cfg.hardware}: "
+            f"lower per_device_batch or max_length, or enable gradient checkpointing"
+        )
     return estimate

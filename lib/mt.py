@@ -16,6 +16,7 @@ is (the model knows only Latin-script English) and flagged by quality estimation
 `quality()` is the offline per-row quality estimate: round-trip chrF with the bundled pt->en model, PT/EN length
 ratio per field, protected spans present, repeated n-grams, English words left over, options made identical.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,7 +26,6 @@ import threading
 import unicodedata
 from collections import Counter
 from importlib import metadata
-from pathlib import Path
 
 import regex
 
@@ -81,25 +81,31 @@ PLACEHOLDER = "ZXQ{}"  # passes through the engine unchanged in every position t
 _PLACEHOLDER = re.compile(r"ZXQ(\d+)")
 NON_LATIN_WORDS = r"[^\P{L}\p{Latin}][\p{M}]*(?:[\s'’-]*[^\P{L}\p{Latin}][\p{M}]*)*"
 _EMOJI = r"(?:\p{Extended_Pictographic}|\p{Regional_Indicator})[\p{Extended_Pictographic}\p{Regional_Indicator}\p{Emoji_Modifier}\uFE0F\u200D\u20E3]*"
-PROTECTED = regex.compile("|".join([
-    r"ZXQ\d+",  # a literal placeholder in the source is itself protected, so restoring never confuses the two
-    r"(?:https?://|ftp://|www\.)[^\s<>\"“”]+[^\s<>\"“”.,;:!?)\]'’]",  # URLs, without trailing punctuation
-    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",  # e-mail addresses
-    # Windows paths; the last part may hold spaces before capitalised words ("C:\Users\dana\Old Reports")
-    r"(?<![\w\\])[A-Za-z]:\\(?:[^\\\s][^\\\n]{0,60}?\\)*(?:[^\\\s,;:!?\"”)]*[^\\\s.,;:!?\"”)])?"
-    r"(?:[ ][A-Z0-9](?:[^\\\s,;:!?\"”)]*[^\\\s.,;:!?\"”)])?)*",
-    r"\\\\[\w.$-]+(?:\\[^\\\s]+)+",  # UNC paths
-    r"(?<![\w/.])(?:~|\.{1,2})?/(?:[\w.-]+/)*[\w.-]*\w",  # POSIX paths: /home/ana/notes.txt, ~/x, ./run.sh
-    r"(?<![\w@])[@#]\w+",  # @handles and #hashtags
-    _EMOJI,
-    NON_LATIN_WORDS,  # the model reads only Latin-script English: other scripts are kept, never dropped
-]), regex.V1)
+PROTECTED = regex.compile(
+    "|".join(
+        [
+            r"ZXQ\d+",  # a literal placeholder in the source is itself protected, so restoring never confuses the two
+            r"(?:https?://|ftp://|www\.)[^\s<>\"“”]+[^\s<>\"“”.,;:!?)\]'’]",  # URLs, without trailing punctuation
+            r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",  # e-mail addresses
+            # Windows paths; the last part may hold spaces before capitalised words ("C:\Users\dana\Old Reports")
+            r"(?<![\w\\])[A-Za-z]:\\(?:[^\\\s][^\\\n]{0,60}?\\)*(?:[^\\\s,;:!?\"”)]*[^\\\s.,;:!?\"”)])?"
+            r"(?:[ ][A-Z0-9](?:[^\\\s,;:!?\"”)]*[^\\\s.,;:!?\"”)])?)*",
+            r"\\\\[\w.$-]+(?:\\[^\\\s]+)+",  # UNC paths
+            r"(?<![\w/.])(?:~|\.{1,2})?/(?:[\w.-]+/)*[\w.-]*\w",  # POSIX paths: /home/ana/notes.txt, ~/x, ./run.sh
+            r"(?<![\w@])[@#]\w+",  # @handles and #hashtags
+            _EMOJI,
+            NON_LATIN_WORDS,  # the model reads only Latin-script English: other scripts are kept, never dropped
+        ]
+    ),
+    regex.V1,
+)
 NUMBER = regex.compile(r"[$€£¥]?\d+(?:[.,:/]\d+)*%?")
 
 
 def _mask(text: str, pattern, spans: list[str], first: int = 0, inside: bool = False) -> str:
     """Each match of `pattern` outside the placeholders already in `text` (`inside`: anywhere) becomes a new
     placeholder, numbered from `first` on; the matched text is appended to `spans`."""
+
     def mask(match) -> str:
         spans.append(match.group(0))
         return PLACEHOLDER.format(first + len(spans) - 1)
@@ -117,8 +123,9 @@ def protect(text: str, numbers: bool = False) -> tuple[str, list[str]]:
 
 def restore(text: str, spans: list[str], first: int = 0) -> str:
     """Placeholders `first` .. `first + len(spans) - 1` back to their spans; any other placeholder stays."""
-    return _PLACEHOLDER.sub(lambda m: spans[int(m.group(1)) - first] if 0 <= int(m.group(1)) - first < len(spans)
-                            else m.group(0), text)
+    return _PLACEHOLDER.sub(
+        lambda m: spans[int(m.group(1)) - first] if 0 <= int(m.group(1)) - first < len(spans) else m.group(0), text
+    )
 
 
 def protected_spans(text: str) -> list[str]:
@@ -130,8 +137,9 @@ def protected_spans(text: str) -> list[str]:
 
 _CONTRACTIONS = re.compile(r"(\w) (n't|'s|'m|'re|'ve|'ll|'d)\b", re.IGNORECASE)
 # the dataset's apostrophe-less variants: "wo nt", "do nt", "ca nt", "is nt", ...
-_BARE_NT = re.compile(r"\b(do|does|did|is|are|was|were|wo|ca|could|would|should|have|has|had|must|need|ai) nt\b",
-                      re.IGNORECASE)
+_BARE_NT = re.compile(
+    r"\b(do|does|did|is|are|was|were|wo|ca|could|would|should|have|has|had|must|need|ai) nt\b", re.IGNORECASE
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -191,15 +199,16 @@ def short_pieces(sentence: str, max_words: int = MAX_WORDS) -> list[str]:
     cuts = [m for m in _SPLIT_AT.finditer(sentence) if 0 < m.start() and m.end() < len(sentence)]
     if cuts:
         cut = min(cuts, key=lambda m: abs(m.start() - middle))
-        left, right = sentence[:cut.start()], sentence[cut.end():]
+        left, right = sentence[: cut.start()], sentence[cut.end() :]
         if cut.group(0).strip() in "-–—":  # keep the dash with the second piece
             right = cut.group(0).strip() + " " + right
     else:
-        left, right = " ".join(words[:len(words) // 2]), " ".join(words[len(words) // 2:])
+        left, right = " ".join(words[: len(words) // 2]), " ".join(words[len(words) // 2 :])
     return short_pieces(left, max_words) + short_pieces(right, max_words)
 
 
 # ---------------------------------------------------------------- guards around one engine call
+
 
 def _letters(text: str) -> list[str]:
     return [c for c in _PLACEHOLDER.sub(" ", text) if c.isalpha()]
@@ -246,9 +255,10 @@ def _runaway(source: str, out: str) -> bool:
     src, dst = source.split(), out.split()
     if len(dst) > 2 * len(src) + 6:
         return True
-    grams = Counter(tuple(dst[i:i + 3]) for i in range(len(dst) - 2))
+    grams = Counter(tuple(dst[i : i + 3]) for i in range(len(dst) - 2))
     return any(n >= 3 for n in grams.values()) and not any(
-        n >= 3 for n in Counter(tuple(src[i:i + 3]) for i in range(len(src) - 2)).values())
+        n >= 3 for n in Counter(tuple(src[i : i + 3]) for i in range(len(src) - 2)).values()
+    )
 
 
 def translate_sentence(sentence: str, eng: Engine | None = None, direction: str = "en-pt", depth: int = 0) -> str:
@@ -290,14 +300,19 @@ def _with_numbers_masked(sentence: str, eng: Engine, direction: str, depth: int)
 def _around_placeholders(source: str, eng: Engine, direction: str, depth: int) -> str:
     """The text between placeholders translated piece by piece, the placeholders put back where they stood."""
     parts = regex.split(r"(\s*ZXQ\d+\s*)", source)
-    return "".join(p if i % 2 else (translate_sentence(p.strip(), eng, direction, depth + 1) if p.strip() else p)
-                   for i, p in enumerate(parts))
+    return "".join(
+        p if i % 2 else (translate_sentence(p.strip(), eng, direction, depth + 1) if p.strip() else p)
+        for i, p in enumerate(parts)
+    )
 
 
 def normalise_none_of_the_above(text: str) -> str | None:
     """Cosmos QA's "None of the above choices ." (any spacing or case) is the PT dataset's fixed option."""
-    return data.NONE_OF_THE_ABOVE if " ".join(text.split()).rstrip(" .").casefold() == \
-        NONE_EN.rstrip(" .").casefold() else None
+    return (
+        data.NONE_OF_THE_ABOVE
+        if " ".join(text.split()).rstrip(" .").casefold() == NONE_EN.rstrip(" .").casefold()
+        else None
+    )
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u2028\u2029\ufeff]")
@@ -315,7 +330,7 @@ def translate_text(text: str, eng: Engine | None = None, direction: str = "en-pt
             masked = detokenize(masked)
         out = " ".join(translate_sentence(s, eng, direction) for s in sentences(masked))
         if out:  # the blanks around the paragraph stay as they were
-            lead, trail = pieces[i][:len(pieces[i]) - len(pieces[i].lstrip())], pieces[i][len(pieces[i].rstrip()):]
+            lead, trail = pieces[i][: len(pieces[i]) - len(pieces[i].lstrip())], pieces[i][len(pieces[i].rstrip()) :]
             pieces[i] = lead + restore(out, spans) + trail
     return "".join(pieces)
 
@@ -327,10 +342,12 @@ TARGET_KEYS = ("contexto", "pergunta", "A", "B", "C", "D")
 LENGTH_BOUNDS = (0.6, 1.8)  # PT/EN characters per field (PT runs ~1.1-1.2x); checked on fields of 20+ characters
 QE_THRESHOLD = 60.0  # round-trip chrF below this flags a row; the shipped samples' clean rows score 74-93
 # Words that are English and never Portuguese (so "a", "no", "do", "for", "me" are not here)
-ENGLISH_ONLY = frozenset("""the and with was were is are have has had this that what when where which who would could
+ENGLISH_ONLY = frozenset(
+    """the and with was were is are have has had this that what when where which who would could
 should my your his her our their they she he it of to in on at by not but be been just very about after before because
 you we will can did does there then than so if an or all some out up into over again also only still got went going
-from""".split())
+from""".split()
+)
 
 
 def _words(text: str) -> list[str]:
@@ -347,9 +364,10 @@ def english_leftovers(text: str) -> list[str]:
 
 def repeated_ngrams(source: str, out: str, n: int = 4) -> list[str]:
     """n-grams said three or more times in the translation that the source does not repeat."""
+
     def grams(text):
         words = _words(text)
-        return Counter(" ".join(words[i:i + n]) for i in range(len(words) - n + 1))
+        return Counter(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
 
     repeated_in_source = {g for g, c in grams(source).items() if c >= 2}
     return [g for g, c in grams(out).items() if c >= 3] if not repeated_in_source else []

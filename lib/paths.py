@@ -1,4 +1,5 @@
 """Where things live in the repository; everything else derives from these paths."""
+
 from __future__ import annotations
 
 import os
@@ -67,7 +68,8 @@ def portable(path: str | Path | None, **anchors: str | Path | None) -> str | Non
 # Windows drive path (also as JSON writes it, with doubled backslashes), or a home-relative `~/` path.
 MACHINE_PATH = re.compile(
     r"(?<![\w.:/-])(?:/(?:home|root|tmp|var/folders|private|content|Users|mnt|media|drive|gdrive|work|workspace|opt|srv|"
-    r"data|scratch)(?=/)[^\s\"'`<>)]*|[A-Za-z]:(?:\\\\|\\)(?=[\w .-])[^\s\"'`<>)]*|~/[^\s\"'`<>)]*)")
+    r"data|scratch)(?=/)[^\s\"'`<>)]*|[A-Za-z]:(?:\\\\|\\)(?=[\w .-])[^\s\"'`<>)]*|~/[^\s\"'`<>)]*)"
+)
 
 
 def machine_paths(text: str) -> list[str]:
@@ -134,16 +136,20 @@ def machine() -> dict:
     cpu, flags = platform.processor() or platform.machine(), set()
     try:
         info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        cpu = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), cpu)
-        flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), []))
+        lines = info.splitlines()
+        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
+        flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
     except OSError:  # not Linux
         pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(),
-            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"}),
-            "cpu_4bit_kernel": "fp32 (lib.models.one_cpu_4bit_kernel_path)",
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "torch": torch.__version__}
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"}),
+        "cpu_4bit_kernel": "fp32 (lib.models.one_cpu_4bit_kernel_path)",
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+    }
 
 
 PATH_KEYS = ("data", "adapter", "source", "train_data", "sample_data", "reference")  # written through portable()

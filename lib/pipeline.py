@@ -6,6 +6,7 @@ Profiles (the one place that says which model and data each notebook uses per pr
 Executed copies go to `results/<profile>/notebooks/`, artifacts to `results/<profile>/<notebook-stem>/`, the timing
 of a whole-chain run to `results/<profile>/pipeline.json`. `--dry-run` prints what would run, with which parameters.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,17 +27,40 @@ PROFILES: dict[str, dict[str, dict]] = {
     },
     "full": {  # the real models and Hub datasets on a GPU; 06/07/08 evaluate the adapters 04/05 trained
         "01": {"source": "allenai/cosmos_qa", "backend": "mt", "limit": None, "reference": None},  # offline, no key
-        "02": {"model": "sabia-7b", "source": "dominguesm/Canarim-Instruct-PTBR-Dataset", "limit": 28_500,
-               "validation_size": 1_500, "max_length": 1024},  # the sabia-canarim preset's (lib.train)
+        "02": {
+            "model": "sabia-7b",
+            "source": "dominguesm/Canarim-Instruct-PTBR-Dataset",
+            "limit": 28_500,
+            "validation_size": 1_500,
+            "max_length": 1024,
+        },  # the sabia-canarim preset's (lib.train)
         "03": {"model": "zephyr-7b-beta", "source": "heloisy/cosmos_qa_ptbr", "limit": None, "max_length": 512},
-        "04": {"model": "sabia-7b", "source": "dominguesm/Canarim-Instruct-PTBR-Dataset", "hardware": "colab-a100",
-               "epochs": None},
-        "05": {"model": "zephyr-7b-beta", "source": "heloisy/cosmos_qa_ptbr", "hardware": "colab-a100",
-               "epochs": None, "eval_steps": None},
-        "06": {"model": "zephyr-7b-beta", "data": "heloisy/cosmos_qa_ptbr", "train_data": "heloisy/cosmos_qa_ptbr",
-               "adapter": "{results}/05_qlora_cosmos_qa/adapter/final_adapter", "generate_limit": 256},
-        "07": {"model": "sabia-7b", "adapter": "{results}/04_qlora_canarim/adapter/final_adapter",
-               "judge_model": "gpt-4o", "judge_limit": None},  # judge_base_url: any OpenAI-compatible server
+        "04": {
+            "model": "sabia-7b",
+            "source": "dominguesm/Canarim-Instruct-PTBR-Dataset",
+            "hardware": "colab-a100",
+            "epochs": None,
+        },
+        "05": {
+            "model": "zephyr-7b-beta",
+            "source": "heloisy/cosmos_qa_ptbr",
+            "hardware": "colab-a100",
+            "epochs": None,
+            "eval_steps": None,
+        },
+        "06": {
+            "model": "zephyr-7b-beta",
+            "data": "heloisy/cosmos_qa_ptbr",
+            "train_data": "heloisy/cosmos_qa_ptbr",
+            "adapter": "{results}/05_qlora_cosmos_qa/adapter/final_adapter",
+            "generate_limit": 256,
+        },
+        "07": {
+            "model": "sabia-7b",
+            "adapter": "{results}/04_qlora_canarim/adapter/final_adapter",
+            "judge_model": "gpt-4o",
+            "judge_limit": None,
+        },  # judge_base_url: any OpenAI-compatible server
         "08": {"model": "sabia-7b", "adapter": "{results}/04_qlora_canarim/adapter/final_adapter"},
     },
 }
@@ -46,7 +70,8 @@ PROFILES: dict[str, dict[str, dict]] = {
 # shipped sample, processed data goes to its own folder, and runs are cut short; pipeline.json lists every
 # replacement next to the CPU substitutions training made (lib.train.cpu_substitutions) and the checks that ran.
 REHEARSAL_REPLACES = {
-    "sabia-7b": "sabia-7b-tiny", "zephyr-7b-beta": "zephyr-7b-beta-tiny",
+    "sabia-7b": "sabia-7b-tiny",
+    "zephyr-7b-beta": "zephyr-7b-beta-tiny",
     "dominguesm/Canarim-Instruct-PTBR-Dataset": "data/samples/canarim.jsonl",
     "heloisy/cosmos_qa_ptbr": "data/samples/cosmos_qa_ptbr",
     "gpt-4o": "zephyr-7b-beta-tiny",  # the judge: a local model instead of a hosted one
@@ -56,14 +81,23 @@ REHEARSAL_LIMITS = {
     "03": {"processed_dir": "data/processed/rehearsal"},
     "04": {"limit": 16, "max_steps": 2},
     "05": {"limit": 32, "max_steps": 2},
-    "06": {"limit": 16, "generate_limit": 4, "max_new_tokens": 8, "sample_data": "data/processed/rehearsal/synthetic_mc"},
+    "06": {
+        "limit": 16,
+        "generate_limit": 4,
+        "max_new_tokens": 8,
+        "sample_data": "data/processed/rehearsal/synthetic_mc",
+    },
     "07": {"limit": 4, "max_new_tokens": 16, "data": "data/processed/rehearsal/canarim_alpaca_pt", "judge_limit": 2},
     "08": {"limit": 2, "max_new_tokens": 8},
 }
 PROFILES["rehearsal"] = {
-    number: {**{k: REHEARSAL_REPLACES.get(v, v) if isinstance(v, str) else v for k, v in params.items()},
-             **REHEARSAL_LIMITS.get(number, {})}
-    for number, params in PROFILES["full"].items() if number != "01"}
+    number: {
+        **{k: REHEARSAL_REPLACES.get(v, v) if isinstance(v, str) else v for k, v in params.items()},
+        **REHEARSAL_LIMITS.get(number, {}),
+    }
+    for number, params in PROFILES["full"].items()
+    if number != "01"
+}
 
 
 PROFILE_NOTEBOOKS = {"rehearsal": sorted(PROFILES["rehearsal"])}
@@ -79,8 +113,11 @@ def rehearsal_replacements() -> list[dict]:
     rows = []
     for number, params in PROFILES["rehearsal"].items():
         full = PROFILES["full"].get(number, {})
-        rows += [{"notebook": number, "parameter": k, "full": full.get(k, "(notebook default)"), "rehearsal": v}
-                 for k, v in params.items() if full.get(k, object()) != v]
+        rows += [
+            {"notebook": number, "parameter": k, "full": full.get(k, "(notebook default)"), "rehearsal": v}
+            for k, v in params.items()
+            if full.get(k, object()) != v
+        ]
     return rows
 
 
@@ -92,8 +129,13 @@ def notebooks(only: list[str] | None = None, folder: Path = paths.NOTEBOOKS) -> 
     return found
 
 
-def parameters_for(notebook: Path, profile: str, overrides: dict | None = None,
-                   results_root: Path = paths.RESULTS, cosmos_pt: str | None = None) -> dict:
+def parameters_for(
+    notebook: Path,
+    profile: str,
+    overrides: dict | None = None,
+    results_root: Path = paths.RESULTS,
+    cosmos_pt: str | None = None,
+) -> dict:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
     """Profile settings, then `overrides`: plain keys for every notebook, {"06": {...}} for one notebook.
@@ -119,13 +161,23 @@ def declared_parameters(notebook: Path) -> set[str]:
     import nbformat
 
     cell = next(c for c in nbformat.read(notebook, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
-    return {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets
-            if isinstance(t, ast.Name)}
+    return {
+        t.id
+        for node in ast.parse(cell.source).body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
 
 
-def plan(profile: str = "smoke", only: list[str] | None = None, overrides: dict | None = None,
-         notebook_dir: Path = paths.NOTEBOOKS, results_root: Path = paths.RESULTS,
-         cosmos_pt: str | None = None) -> list[tuple[str, dict]]:
+def plan(
+    profile: str = "smoke",
+    only: list[str] | None = None,
+    overrides: dict | None = None,
+    notebook_dir: Path = paths.NOTEBOOKS,
+    results_root: Path = paths.RESULTS,
+    cosmos_pt: str | None = None,
+) -> list[tuple[str, dict]]:
     """(notebook, parameters) in run order, without running anything; a `-p` name no selected notebook declares
     is an error (a typo would otherwise be injected silently)."""
     selected = notebooks(only or PROFILE_NOTEBOOKS.get(profile), notebook_dir)
@@ -138,9 +190,15 @@ def plan(profile: str = "smoke", only: list[str] | None = None, overrides: dict 
     return [(nb.name, parameters_for(nb, profile, overrides, results_root, cosmos_pt)) for nb in selected]
 
 
-def run(profile: str = "smoke", only: list[str] | None = None, overrides: dict | None = None,
-        kernel: str = "python3", notebook_dir: Path = paths.NOTEBOOKS, results_root: Path = paths.RESULTS,
-        cosmos_pt: str | None = None) -> list[Path]:
+def run(
+    profile: str = "smoke",
+    only: list[str] | None = None,
+    overrides: dict | None = None,
+    kernel: str = "python3",
+    notebook_dir: Path = paths.NOTEBOOKS,
+    results_root: Path = paths.RESULTS,
+    cosmos_pt: str | None = None,
+) -> list[Path]:
     """Execute notebooks in order; the first failure stops the run with the failing cell's error. A whole-chain run
     writes `results/<profile>/pipeline.json` (seconds per notebook, `total_s`)."""
     import papermill
@@ -159,11 +217,20 @@ def run(profile: str = "smoke", only: list[str] | None = None, overrides: dict |
         start = time.monotonic()
         output = executed_dir / notebook.name
         try:
-            papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name=kernel,
-                                       cwd=str(notebook_dir), progress_bar=False)
+            papermill.execute_notebook(
+                str(notebook),
+                str(output),
+                parameters=params,
+                kernel_name=kernel,
+                cwd=str(notebook_dir),
+                progress_bar=False,
+            )
         except papermill.PapermillExecutionError as error:
-            print(f"FAILED {notebook.name} after {time.monotonic() - start:.0f}s in cell {error.exec_count}: "
-                  f"{error.ename}: {error.evalue}\nexecuted copy with the traceback: {output}", file=sys.stderr)
+            print(
+                f"FAILED {notebook.name} after {time.monotonic() - start:.0f}s in cell {error.exec_count}: "
+                f"{error.ename}: {error.evalue}\nexecuted copy with the traceback: {output}",
+                file=sys.stderr,
+            )
             raise SystemExit(1) from None
         seconds[notebook.stem] = round(time.monotonic() - start, 1)
         print(f"    done in {seconds[notebook.stem]:.0f}s -> {output}", flush=True)
@@ -175,10 +242,18 @@ def run(profile: str = "smoke", only: list[str] | None = None, overrides: dict |
 
         hub.update_model_cards(profile, results_root)
         persist = (overrides or {}).get("persist_dir")
-        record = {"profile": profile, "notebooks": seconds, "total_s": total,
-                  "overrides": {k: paths.portable(v, persist_dir=persist) if isinstance(v, str) and k.endswith("_dir")
-                                else v for k, v in (overrides or {}).items()},
-                  "cpu_count": os.cpu_count(), "machine": paths.machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        record = {
+            "profile": profile,
+            "notebooks": seconds,
+            "total_s": total,
+            "overrides": {
+                k: paths.portable(v, persist_dir=persist) if isinstance(v, str) and k.endswith("_dir") else v
+                for k, v in (overrides or {}).items()
+            },
+            "cpu_count": os.cpu_count(),
+            "machine": paths.machine(),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
         if profile == "rehearsal":
             from lib import rehearsal  # loads models: only this profile needs it
 
@@ -203,14 +278,26 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="smoke", choices=sorted(PROFILES))
     parser.add_argument("--only", nargs="*", help="notebook numbers or stems, e.g. 02 03")
-    parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="parameter override for every selected notebook (Python literal or string)")
-    parser.add_argument("--persist-dir", help="checkpoints, adapters, the translation cache and every notebook's "
-                                              "results also go here (e.g. Google Drive): a rerun on a fresh machine "
-                                              "resumes from it (the notebooks' `persist_dir` parameter)")
-    parser.add_argument("--cosmos-pt", metavar="SOURCE",
-                        help=f"the Cosmos QA PT data 03/05/06 read instead of {COSMOS_PT_HUB}: a folder, file or Hub "
-                             f"id; '01' is notebook 01's output ({COSMOS_PT_FROM_01})")
+    parser.add_argument(
+        "-p",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="parameter override for every selected notebook (Python literal or string)",
+    )
+    parser.add_argument(
+        "--persist-dir",
+        help="checkpoints, adapters, the translation cache and every notebook's "
+        "results also go here (e.g. Google Drive): a rerun on a fresh machine "
+        "resumes from it (the notebooks' `persist_dir` parameter)",
+    )
+    parser.add_argument(
+        "--cosmos-pt",
+        metavar="SOURCE",
+        help=f"the Cosmos QA PT data 03/05/06 read instead of {COSMOS_PT_HUB}: a folder, file or Hub "
+        f"id; '01' is notebook 01's output ({COSMOS_PT_FROM_01})",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print each notebook and its parameters; run nothing")
     args = parser.parse_args(argv)
     overrides = {name: _value(value) for name, value in args.p}

@@ -1,4 +1,5 @@
 """Figures saved as PNG under results/; notebooks display the saved file, so what you see is what is committed."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,9 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
-def token_length_histograms(lengths_by_split: dict[str, list[int]], max_length: int, path: str | Path,
-                            title: str) -> Path:
+def token_length_histograms(
+    lengths_by_split: dict[str, list[int]], max_length: int, path: str | Path, title: str
+) -> Path:
     """One histogram per split with the `max_length` cut-off marked."""
     splits = list(lengths_by_split)
     fig, axes = plt.subplots(1, len(splits), figsize=(4.5 * len(splits), 3.4), squeeze=False)
@@ -36,8 +38,9 @@ def token_length_histograms(lengths_by_split: dict[str, list[int]], max_length: 
     return _save(fig, path)
 
 
-def translation_quality(report: dict, path: str | Path, estimates: dict[str, dict] | None = None,
-                        threshold: float | None = None) -> Path:
+def translation_quality(
+    report: dict, path: str | Path, estimates: dict[str, dict] | None = None, threshold: float | None = None
+) -> Path:
     """Attempts per record, the PT/EN length ratio per field with the outlier bounds, and (with the quality
     estimates) the round-trip chrF of every row against the flagging threshold."""
     panels = 3 if estimates else 2
@@ -93,23 +96,40 @@ def mc_report(metrics: dict, path: str | Path, title: str) -> Path:
     b.legend(fontsize=8)
     letters = list(metrics["pred_distribution"])
     width = 0.4
-    c.bar([i - width / 2 for i in range(len(letters))], list(metrics["pred_distribution"].values()), width,
-          label="predicted", color="#DD8452")
-    c.bar([i + width / 2 for i in range(len(gold))], list(metrics["gold_distribution"].values()), width,
-          label="gold", color="#55A868")
+    c.bar(
+        [i - width / 2 for i in range(len(letters))],
+        list(metrics["pred_distribution"].values()),
+        width,
+        label="predicted",
+        color="#DD8452",
+    )
+    c.bar(
+        [i + width / 2 for i in range(len(gold))],
+        list(metrics["gold_distribution"].values()),
+        width,
+        label="gold",
+        color="#55A868",
+    )
     c.set_xticks(range(len(letters)), letters)
     c.set_title("letter bias")
     c.legend(fontsize=8)
-    fig.suptitle(f"{title} — accuracy {metrics['accuracy']:.1%} (95% CI {metrics['ci95'][0]:.1%}–{metrics['ci95'][1]:.1%})")
+    fig.suptitle(
+        f"{title} — accuracy {metrics['accuracy']:.1%} (95% CI {metrics['ci95'][0]:.1%}–{metrics['ci95'][1]:.1%})"
+    )
     return _save(fig, path)
 
 
-_BASELINE_STYLES = {"longest": ("#DD8452", "--"), "shortest": ("#937860", "--"), "max_overlap": ("#DA8BC3", "-."),
-                    "min_overlap": ("#8C8C8C", "-.")}
+_BASELINE_STYLES = {
+    "longest": ("#DD8452", "--"),
+    "shortest": ("#937860", "--"),
+    "max_overlap": ("#DA8BC3", "-."),
+    "min_overlap": ("#8C8C8C", "-."),
+}
 
 
-def accuracy_comparison(runs: dict[str, dict], path: str | Path, title: str,
-                        baselines: dict[str, float] | None = None) -> Path:
+def accuracy_comparison(
+    runs: dict[str, dict], path: str | Path, title: str, baselines: dict[str, float] | None = None
+) -> Path:
     """Accuracy with 95% CI error bars, one bar per run (e.g. base vs tuned), next to chance and the shortcut
     baselines (rules that answer without reading); with baselines, a second panel shows each run's predicted
     letters against the gold distribution (a model that always answers "D" scores chance on balanced data)."""
@@ -120,7 +140,7 @@ def accuracy_comparison(runs: dict[str, dict], path: str | Path, title: str,
     acc = [runs[n]["accuracy"] for n in names]
     low = [a - runs[n]["ci95"][0] for a, n in zip(acc, names)]
     high = [runs[n]["ci95"][1] - a for a, n in zip(acc, names)]
-    ax.bar(names, acc, yerr=[low, high], capsize=6, color=["#8172B3", "#55A868", "#C44E52", "#4C72B0"][:len(names)])
+    ax.bar(names, acc, yerr=[low, high], capsize=6, color=["#8172B3", "#55A868", "#C44E52", "#4C72B0"][: len(names)])
     ax.axhline(0.25, color="grey", linestyle=":", label="chance (4 options)")
     for name, value in (baselines or {}).items():
         if name in _BASELINE_STYLES and value is not None:
@@ -137,11 +157,21 @@ def accuracy_comparison(runs: dict[str, dict], path: str | Path, title: str,
         letters = [k for k in next(iter(runs.values()))["pred_distribution"]]
         width = 0.8 / (len(runs) + 1)
         for k, name in enumerate(names):
-            ax.bar([i + k * width for i in range(len(letters))],
-                   [runs[name]["pred_distribution"][x] for x in letters], width, label=f"{name}: predicted")
+            ax.bar(
+                [i + k * width for i in range(len(letters))],
+                [runs[name]["pred_distribution"][x] for x in letters],
+                width,
+                label=f"{name}: predicted",
+            )
         gold = next(iter(runs.values()))["gold_distribution"]
-        ax.bar([i + len(names) * width for i in range(len(letters))], [gold.get(x, 0) for x in letters], width,
-               label="gold", color="#55A868", alpha=0.5)
+        ax.bar(
+            [i + len(names) * width for i in range(len(letters))],
+            [gold.get(x, 0) for x in letters],
+            width,
+            label="gold",
+            color="#55A868",
+            alpha=0.5,
+        )
         ax.set_xticks([i + width * len(names) / 2 for i in range(len(letters))], letters)
         ax.set_title("predicted letters vs gold", fontsize=9)
         ax.legend(fontsize=7)
@@ -155,8 +185,13 @@ def shortcut_baselines(table: dict[str, dict[str, float]], path: str | Path, tit
     fig, ax = plt.subplots(figsize=(2.5 + 1.4 * len(table), 3.6))
     width = 0.8 / len(rules)
     for k, rule in enumerate(rules):
-        ax.bar([i + k * width for i in range(len(table))], [v.get(rule) or 0 for v in table.values()], width,
-               label=rule, color=_BASELINE_STYLES[rule][0])
+        ax.bar(
+            [i + k * width for i in range(len(table))],
+            [v.get(rule) or 0 for v in table.values()],
+            width,
+            label=rule,
+            color=_BASELINE_STYLES[rule][0],
+        )
     ax.axhline(0.25, color="grey", linestyle=":", label="chance")
     ax.set_xticks([i + width * (len(rules) - 1) / 2 for i in range(len(table))], list(table), fontsize=7, rotation=15)
     ax.set_ylim(0, 1)
@@ -182,8 +217,9 @@ def sweep_curves(curves: dict[str, list[dict]], path: str | Path, title: str) ->
     return _save(fig, path)
 
 
-def learning_curve(log_history: list[dict], path: str | Path, title: str,
-                   reference: dict[str, float] | None = None) -> Path:
+def learning_curve(
+    log_history: list[dict], path: str | Path, title: str, reference: dict[str, float] | None = None
+) -> Path:
     """Held-out `letters` accuracy and eval loss against the optimizer step (step 0 = the base model), with chance
     and any `reference` lines (e.g. the held-out part's shortcut baselines)."""
     acc = [(e["step"], e["eval_letters_accuracy"]) for e in log_history if "eval_letters_accuracy" in e]
@@ -253,9 +289,16 @@ def chat_turns(transcript: list[dict], max_new_tokens: int, path: str | Path, ti
     ax.bar([str(t["turn"]) for t in transcript], [t["tokens"] for t in transcript], color=colors)
     ax.axhline(max_new_tokens, color="grey", linestyle="--", linewidth=1)
     ax.set_ylim(0, max_new_tokens * 1.3)  # room for the legend above the limit line
-    ax.legend(handles=[Patch(color="#55A868", label="stopped on EOS"), Patch(color="#C44E52", label="cut off"),
-                       plt.Line2D([], [], color="grey", linestyle="--", label=f"max_new_tokens = {max_new_tokens}")],
-              fontsize=8, loc="upper center", ncol=3)
+    ax.legend(
+        handles=[
+            Patch(color="#55A868", label="stopped on EOS"),
+            Patch(color="#C44E52", label="cut off"),
+            plt.Line2D([], [], color="grey", linestyle="--", label=f"max_new_tokens = {max_new_tokens}"),
+        ],
+        fontsize=8,
+        loc="upper center",
+        ncol=3,
+    )
     ax.set_xlabel("turn")
     ax.set_ylabel("tokens generated")
     ax.set_title(title)
@@ -267,16 +310,23 @@ def judge_summary(summary: dict, path: str | Path, title: str) -> Path:
     behaviour, and the 1-10 score distributions of both answers."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     names = ["win rate B", "length-controlled\nwin rate B", "position\nconsistency", "picks what it\nreads first"]
-    values = [summary.get(k) for k in ("win_rate_b", "length_controlled_win_rate_b", "position_consistency",
-                                       "first_position_preference")]
+    values = [
+        summary.get(k)
+        for k in ("win_rate_b", "length_controlled_win_rate_b", "position_consistency", "first_position_preference")
+    ]
     shown = [v if v is not None else 0 for v in values]
     bars = left.bar(names, shown, color=["#4C72B0", "#55A868", "#8172B2", "#C44E52"])
     ci = summary.get("win_rate_b_ci")
     if ci and values[0] is not None:
         left.errorbar([0], [values[0]], yerr=[[values[0] - ci[0]], [ci[1] - values[0]]], color="black", capsize=5)
     for bar, value in zip(bars, values):
-        left.text(bar.get_x() + bar.get_width() / 2, (value or 0) + 0.02, "–" if value is None else f"{value:.0%}",
-                  ha="center", fontsize=9)
+        left.text(
+            bar.get_x() + bar.get_width() / 2,
+            (value or 0) + 0.02,
+            "–" if value is None else f"{value:.0%}",
+            ha="center",
+            fontsize=9,
+        )
     left.axhline(0.5, color="grey", linestyle=":", linewidth=1)
     left.set_ylim(0, 1.1)
     left.set_title(f"pairwise, both orders (n = {summary.get('n')}, ties {summary.get('ties')})", fontsize=10)
@@ -284,8 +334,13 @@ def judge_summary(summary: dict, path: str | Path, title: str) -> Path:
     for offset, (side, color) in enumerate((("a", "#4C72B0"), ("b", "#DD8452"))):
         counts = [scores.get(side, {}).get(str(s), 0) for s in range(1, 11)]
         mean = summary.get(f"mean_score_{side}")
-        right.bar([s + (offset - 0.5) * 0.4 for s in range(1, 11)], counts, width=0.4, color=color,
-                  label=f"{side.upper()} (mean {mean if mean is not None else '–'})")
+        right.bar(
+            [s + (offset - 0.5) * 0.4 for s in range(1, 11)],
+            counts,
+            width=0.4,
+            color=color,
+            label=f"{side.upper()} (mean {mean if mean is not None else '–'})",
+        )
     right.set_xticks(range(1, 11))
     right.set_xlabel("score (1-10)")
     right.set_ylabel("answers")

@@ -4,6 +4,7 @@
 - Cosmos QA PT -> chat messages rendered by `tokenizer.apply_chat_template`; the target is `Alternativa X`.
 Each formatter returns `prompt` and `completion` separately (loss goes on the completion only) and `text`.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -12,12 +13,17 @@ import datasets
 
 from lib.data import LETTERS
 
-ALPACA_PT_HEADER = ("Abaixo está uma instrução que descreve uma tarefa. "
-                    "Escreva uma resposta que conclua adequadamente a solicitação.")
-ALPACA_PT_HEADER_WITH_INPUT = ("Abaixo está uma instrução que descreve uma tarefa, emparelhada com uma entrada que "
-                               "fornece mais contexto. Escreva uma resposta que conclua adequadamente a solicitação.")
-COSMOS_SYSTEM_PROMPT = ("Você é um monitor que ajuda a responder aos usuários as respostas corretas das questões, "
-                        "como um gabarito. Sempre ajude o usuário respondendo a alternativa correta.")
+ALPACA_PT_HEADER = (
+    "Abaixo está uma instrução que descreve uma tarefa. Escreva uma resposta que conclua adequadamente a solicitação."
+)
+ALPACA_PT_HEADER_WITH_INPUT = (
+    "Abaixo está uma instrução que descreve uma tarefa, emparelhada com uma entrada que "
+    "fornece mais contexto. Escreva uma resposta que conclua adequadamente a solicitação."
+)
+COSMOS_SYSTEM_PROMPT = (
+    "Você é um monitor que ajuda a responder aos usuários as respostas corretas das questões, "
+    "como um gabarito. Sempre ajude o usuário respondendo a alternativa correta."
+)
 ANSWER_PREFIX = "Alternativa "
 
 
@@ -29,11 +35,14 @@ def _eos(tokenizer) -> str:
 
 # ---------------------------------------------------------------- Canarim / Alpaca-PT
 
+
 def alpaca_pt_prompt(instruction: str, input: str = "") -> str:
     """Everything up to and including `### Resposta:\\n`; the model writes the rest."""
     if input and input.strip():
-        return (f"{ALPACA_PT_HEADER_WITH_INPUT}\n\n### Instrução:\n{instruction}\n\n"
-                f"### Entrada:\n{input}\n\n### Resposta:\n")
+        return (
+            f"{ALPACA_PT_HEADER_WITH_INPUT}\n\n### Instrução:\n{instruction}\n\n"
+            f"### Entrada:\n{input}\n\n### Resposta:\n"
+        )
     return f"{ALPACA_PT_HEADER}\n\n### Instrução:\n{instruction}\n\n### Resposta:\n"
 
 
@@ -46,14 +55,17 @@ def format_alpaca_pt(row: dict, tokenizer) -> dict:
 
 # ---------------------------------------------------------------- Cosmos QA PT / chat
 
+
 def cosmos_user_message(row: dict) -> str:
     options = "\n".join(f"Alternativa {letter}) {row[letter]}" for letter in LETTERS)
     return f"{row['contexto']}\n\n{row['pergunta']}\n\n{options}"
 
 
 def cosmos_messages(row: dict, with_answer: bool = True) -> list[dict]:
-    messages = [{"role": "system", "content": COSMOS_SYSTEM_PROMPT},
-                {"role": "user", "content": cosmos_user_message(row)}]
+    messages = [
+        {"role": "system", "content": COSMOS_SYSTEM_PROMPT},
+        {"role": "user", "content": cosmos_user_message(row)},
+    ]
     if with_answer:
         messages.append({"role": "assistant", "content": ANSWER_PREFIX + row["Label"]})
     return messages
@@ -66,20 +78,26 @@ def render_cosmos(row: dict, tokenizer) -> dict:
     exactly the rendered training conversation. Unlabeled rows (hidden test labels) get an empty completion.
     """
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("this tokenizer has no chat template; Cosmos QA prompts need a chat model "
-                         "(e.g. zephyr-7b-beta, embedded, embedded-small)")
-    prompt = tokenizer.apply_chat_template(cosmos_messages(row, with_answer=False), tokenize=False,
-                                           add_generation_prompt=True)
+        raise ValueError(
+            "this tokenizer has no chat template; Cosmos QA prompts need a chat model "
+            "(e.g. zephyr-7b-beta, embedded, embedded-small)"
+        )
+    prompt = tokenizer.apply_chat_template(
+        cosmos_messages(row, with_answer=False), tokenize=False, add_generation_prompt=True
+    )
     if not row.get("Label"):
         return {"prompt": prompt, "completion": "", "text": prompt}
     text = tokenizer.apply_chat_template(cosmos_messages(row), tokenize=False)
     if not text.startswith(prompt):
-        raise ValueError("the chat template renders the training conversation with a different prefix than the "
-                         "generation prompt; training and inference would see different text")
-    return {"prompt": prompt, "completion": text[len(prompt):], "text": text}
+        raise ValueError(
+            "the chat template renders the training conversation with a different prefix than the "
+            "generation prompt; training and inference would see different text"
+        )
+    return {"prompt": prompt, "completion": text[len(prompt) :], "text": text}
 
 
 # ---------------------------------------------------------------- datasets and token lengths
+
 
 def format_dataset(ds: datasets.Dataset, formatter, tokenizer) -> datasets.Dataset:
     """Add prompt/completion/text columns (original columns kept for evaluation and traceability)."""

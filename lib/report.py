@@ -1,4 +1,5 @@
 """The README's base-vs-tuned table, built from the committed `comparison.json` files (a test keeps them equal)."""
+
 from __future__ import annotations
 
 import json
@@ -25,31 +26,76 @@ def summary_table(results_dir: str | Path = paths.RESULTS / "smoke") -> str:
     best_cue = max((v, k) for k, v in cues.items() if k != "chance" and v is not None) if cues else None
     mechanics = mc.get("mechanics_check") or {}
     rows = [
-        (f"natural PT questions, `{mc['split']}` split, `{mc['mode']}` accuracy (06)",
-         _pct(mc["base_accuracy"]) + _ci(mc["base_ci95"]), _pct(mc["tuned_accuracy"]) + _ci(mc["tuned_ci95"]),
-         f"McNemar p = {mc['mcnemar_p']:.2g}", mc["n"]),
-        ("same questions, base `options` acc / acc_norm (06)",
-         f"{_pct(mc.get('base_options_accuracy'))} / {_pct(mc.get('base_options_acc_norm'))}", "", "", mc["n"]),
-        ("same questions: chance / best shortcut rule (06)", _pct(cues.get("chance", 0.25)),
-         "", f"best rule: {best_cue[1]} option, {_pct(best_cue[0])}" if best_cue else "", mc["n"]),
-        ("invalid answers, `generate` mode (06)", _pct(mc.get("base_generate_invalid_rate")),
-         _pct(mc.get("tuned_generate_invalid_rate")), "", mc.get("generate_n", "")),
-        ("SYNTHETIC mechanics check, `letters` (06; solvable by word overlap)", _pct(mechanics.get("base_accuracy")),
-         _pct(mechanics.get("tuned_accuracy")), "", mechanics.get("n", "")),
+        (
+            f"natural PT questions, `{mc['split']}` split, `{mc['mode']}` accuracy (06)",
+            _pct(mc["base_accuracy"]) + _ci(mc["base_ci95"]),
+            _pct(mc["tuned_accuracy"]) + _ci(mc["tuned_ci95"]),
+            f"McNemar p = {mc['mcnemar_p']:.2g}",
+            mc["n"],
+        ),
+        (
+            "same questions, base `options` acc / acc_norm (06)",
+            f"{_pct(mc.get('base_options_accuracy'))} / {_pct(mc.get('base_options_acc_norm'))}",
+            "",
+            "",
+            mc["n"],
+        ),
+        (
+            "same questions: chance / best shortcut rule (06)",
+            _pct(cues.get("chance", 0.25)),
+            "",
+            f"best rule: {best_cue[1]} option, {_pct(best_cue[0])}" if best_cue else "",
+            mc["n"],
+        ),
+        (
+            "invalid answers, `generate` mode (06)",
+            _pct(mc.get("base_generate_invalid_rate")),
+            _pct(mc.get("tuned_generate_invalid_rate")),
+            "",
+            mc.get("generate_n", ""),
+        ),
+        (
+            "SYNTHETIC mechanics check, `letters` (06; solvable by word overlap)",
+            _pct(mechanics.get("base_accuracy")),
+            _pct(mechanics.get("tuned_accuracy")),
+            "",
+            mechanics.get("n", ""),
+        ),
         ("EOS-stop rate (07)", _pct(inst["base_eos_stop_rate"]), _pct(inst["tuned_eos_stop_rate"]), "", inst["n"]),
-        ("repeated 4-gram rate (07, lower is better)", _pct(inst["base_repeated_4gram_rate"]),
-         _pct(inst["tuned_repeated_4gram_rate"]), "", inst["n"]),
-        ('"list exactly N" answered with N items (07)', _pct(inst["base_list_exact_rate"]),
-         _pct(inst["tuned_list_exact_rate"]), "", inst.get("list_requests", "")),
-        ("perplexity of the reference answers (07)", f"{inst['base_perplexity']:.1f}",
-         f"{inst['tuned_perplexity']:.1f}", "", inst["n"]),
+        (
+            "repeated 4-gram rate (07, lower is better)",
+            _pct(inst["base_repeated_4gram_rate"]),
+            _pct(inst["tuned_repeated_4gram_rate"]),
+            "",
+            inst["n"],
+        ),
+        (
+            '"list exactly N" answered with N items (07)',
+            _pct(inst["base_list_exact_rate"]),
+            _pct(inst["tuned_list_exact_rate"]),
+            "",
+            inst.get("list_requests", ""),
+        ),
+        (
+            "perplexity of the reference answers (07)",
+            f"{inst['base_perplexity']:.1f}",
+            f"{inst['tuned_perplexity']:.1f}",
+            "",
+            inst["n"],
+        ),
     ]
     verdict = inst.get("judge")
     if verdict and verdict.get("win_rate_b") is not None:
-        rows.append((f"LLM judge: tuned answer preferred, both orders (07; {verdict['kind']}: {verdict['judge_model']})",
-                     "", _pct(verdict["win_rate_b"]) + _ci(verdict["win_rate_b_ci"]),
-                     f"position consistency {_pct(verdict['position_consistency'])}, length-controlled "
-                     f"{_pct(verdict['length_controlled_win_rate_b'])}", verdict["n"]))
+        rows.append(
+            (
+                f"LLM judge: tuned answer preferred, both orders (07; {verdict['kind']}: {verdict['judge_model']})",
+                "",
+                _pct(verdict["win_rate_b"]) + _ci(verdict["win_rate_b_ci"]),
+                f"position consistency {_pct(verdict['position_consistency'])}, length-controlled "
+                f"{_pct(verdict['length_controlled_win_rate_b'])}",
+                verdict["n"],
+            )
+        )
     lines = ["| metric | base | tuned | test | n |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {base} | {tuned} | {test} | {n} |" for name, base, tuned, test, n in rows]
     lines += translation_lines(results_dir)
@@ -58,11 +104,14 @@ def summary_table(results_dir: str | Path = paths.RESULTS / "smoke") -> str:
         run = json.loads(timing.read_text(encoding="utf-8"))
         cpu = (run.get("machine") or {}).get("cpu")
         slowest = sorted(run["notebooks"].items(), key=lambda kv: -kv[1])[:3]
-        lines += ["", f"`make pipeline` ({run['profile']} profile, {run.get('cpu_count', '?')} CPU cores"
-                      f"{f' ({cpu})' if cpu else ''}, no GPU): {run['total_s'] / 60:.1f} min for "
-                      f"{len(run['notebooks'])} notebooks; slowest "
-                      + ", ".join(f"{name[:2]} {seconds / 60:.1f} min" for name, seconds in slowest)
-                      + f" ([`pipeline.json`]({paths.relative(timing)}))."]
+        lines += [
+            "",
+            f"`make pipeline` ({run['profile']} profile, {run.get('cpu_count', '?')} CPU cores"
+            f"{f' ({cpu})' if cpu else ''}, no GPU): {run['total_s'] / 60:.1f} min for "
+            f"{len(run['notebooks'])} notebooks; slowest "
+            + ", ".join(f"{name[:2]} {seconds / 60:.1f} min" for name, seconds in slowest)
+            + f" ([`pipeline.json`]({paths.relative(timing)})).",
+        ]
     return "\n".join(lines)
 
 
@@ -73,13 +122,17 @@ def translation_lines(results_dir: Path) -> list[str]:
         return []
     m = json.loads(path.read_text(encoding="utf-8"))
     engine = (m.get("engine") or {}).get("package") or f"{m.get('backend')} {m.get('model') or ''}".strip()
-    line = (f"Translation (01, `{engine}`, offline): {m['done']} of {m['rows']} English samples translated, "
-            f"{m['failed']} failed, {m.get('flagged', 0)} flagged by the quality estimate, {m.get('rows_per_s')} rows/s")
+    line = (
+        f"Translation (01, `{engine}`, offline): {m['done']} of {m['rows']} English samples translated, "
+        f"{m['failed']} failed, {m.get('flagged', 0)} flagged by the quality estimate, {m.get('rows_per_s')} rows/s"
+    )
     if m.get("chrf") is not None:
         fields = m.get("per_field") or {}
-        line += (f"; against hand-written pt-BR references ({m['reference_rows']} rows, all six fields): **chrF "
-                 f"{m['chrf']}, BLEU {m['bleu']}** (story {fields.get('contexto', {}).get('chrf')}, question "
-                 f"{fields.get('pergunta', {}).get('chrf')})")
+        line += (
+            f"; against hand-written pt-BR references ({m['reference_rows']} rows, all six fields): **chrF "
+            f"{m['chrf']}, BLEU {m['bleu']}** (story {fields.get('contexto', {}).get('chrf')}, question "
+            f"{fields.get('pergunta', {}).get('chrf')})"
+        )
     return ["", line + f" ([`metrics.json`]({paths.relative(path)}))."]
 
 
@@ -89,58 +142,83 @@ def _x(value) -> str:
 
 def _eval_measured(b: dict) -> str:
     q = b["questions_per_s"]
-    return (f"**shared-prompt `options` {_x(b.get('ratio_shared_vs_options'))} pair-by-pair `options`, "
-            f"{_x(b.get('ratio_shared_vs_lm_eval_options'))} lm-eval `options`** (same predictions: "
-            f"{b.get('same_predictions_shared')}); `letters` {_x(b['ratio_vs_lm_eval'])} lm-eval `letters` (same "
-            f"predictions: {b['lm_eval']['same_predictions_as_letters']}), {_x(b['ratio_vs_options'])} pair-by-pair "
-            f"`options`, {_x(b['ratio'])} prior (timed on {b['prior_subset']} questions: the prior method's rate depends "
-            f"on when the base model happens to stop); questions/s: letters {q['letters']}, shared options "
-            f"{q.get('options_shared_prompt')}; `letters` identical at batch 1/8/32: "
-            f"{b['letters_identical_across_batch_sizes']}; {b['questions']} questions")
+    return (
+        f"**shared-prompt `options` {_x(b.get('ratio_shared_vs_options'))} pair-by-pair `options`, "
+        f"{_x(b.get('ratio_shared_vs_lm_eval_options'))} lm-eval `options`** (same predictions: "
+        f"{b.get('same_predictions_shared')}); `letters` {_x(b['ratio_vs_lm_eval'])} lm-eval `letters` (same "
+        f"predictions: {b['lm_eval']['same_predictions_as_letters']}), {_x(b['ratio_vs_options'])} pair-by-pair "
+        f"`options`, {_x(b['ratio'])} prior (timed on {b['prior_subset']} questions: the prior method's rate depends "
+        f"on when the base model happens to stop); questions/s: letters {q['letters']}, shared options "
+        f"{q.get('options_shared_prompt')}; `letters` identical at batch 1/8/32: "
+        f"{b['letters_identical_across_batch_sizes']}; {b['questions']} questions"
+    )
 
 
 # bench/NAME.py -> (what it compares, its targets, what it measured): the README's benchmark table, from the JSONs
 BENCH_ROWS = {
     "translate_throughput": (
-        lambda b: f"server backend: 16 workers vs 1, loopback server at {b['server_delay_s'] * 1000:g} ms/reply, "
-                  f"{b['baseline_workers_1']['records']} records; offline engine (`--backend mt`, 2 workers, "
-                  f"{b['mt_workers_2']['rows']} rows, nothing cached) vs the prior work's {b['prior_rows_per_s']} rows/s",
+        lambda b: (
+            f"server backend: 16 workers vs 1, loopback server at {b['server_delay_s'] * 1000:g} ms/reply, "
+            f"{b['baseline_workers_1']['records']} records; offline engine (`--backend mt`, 2 workers, "
+            f"{b['mt_workers_2']['rows']} rows, nothing cached) vs the prior work's {b['prior_rows_per_s']} rows/s"
+        ),
         lambda b: f"≥ {_x(b['target'])}; engine ≥ {_x(b['target_mt_vs_prior'])}",
-        lambda b: f"{_x(b['ratio'])}, {b['duplicates']} duplicates; engine {b['rows_per_s_mt']} rows/s = "
-                  f"{_x(b['ratio_mt_vs_prior'])} ({b['rows_per_s_mt_with_qe']} rows/s with the quality estimate), "
-                  f"chrF {b['chrf']} vs the references ({b.get('chrf_held_out')} on the held-out records)"),
+        lambda b: (
+            f"{_x(b['ratio'])}, {b['duplicates']} duplicates; engine {b['rows_per_s_mt']} rows/s = "
+            f"{_x(b['ratio_mt_vs_prior'])} ({b['rows_per_s_mt_with_qe']} rows/s with the quality estimate), "
+            f"chrF {b['chrf']} vs the references ({b.get('chrf_held_out')} on the held-out records)"
+        ),
+    ),
     "train_throughput": (
-        lambda b: "length-grouped batches padded to the batch's longest vs everything padded to `max_length` (the prior "
-                  f"scheme), Canarim sample, {b['model']} QLoRA",
+        lambda b: (
+            "length-grouped batches padded to the batch's longest vs everything padded to `max_length` (the prior "
+            f"scheme), Canarim sample, {b['model']} QLoRA"
+        ),
         lambda b: f"≥ {b['target_useful_fraction']:.0%} useful, ≥ {_x(b['target'])} tokens/s",
-        lambda b: f"{b['useful_fraction']:.1%} useful over an epoch (vs {b['prior_pad_to_max']['useful_fraction']:.1%}), "
-                  f"{_x(b['ratio'])} real tokens/s"),
+        lambda b: (
+            f"{b['useful_fraction']:.1%} useful over an epoch (vs {b['prior_pad_to_max']['useful_fraction']:.1%}), "
+            f"{_x(b['ratio'])} real tokens/s"
+        ),
+    ),
     "judge_throughput": (
-        lambda b: f"16 workers vs 1, loopback judge at {b['server_delay_s'] * 1000:g} ms/reply, "
-                  f"{b['baseline_workers_1']['calls']} calls",
-        lambda b: f"≥ {_x(b['target'])}", lambda b: f"{_x(b['ratio'])}, same `judge.json`: {b['same_judge_json']}"),
+        lambda b: (
+            f"16 workers vs 1, loopback judge at {b['server_delay_s'] * 1000:g} ms/reply, "
+            f"{b['baseline_workers_1']['calls']} calls"
+        ),
+        lambda b: f"≥ {_x(b['target'])}",
+        lambda b: f"{_x(b['ratio'])}, same `judge.json`: {b['same_judge_json']}",
+    ),
     "eval_throughput": (
-        lambda b: "natural validation questions, embedded model in 4-bit, one loaded model in one process: `options` "
-                  "with the shared prompt encoded once vs each (prompt, option) pair scored whole vs "
-                  f"lm-evaluation-harness {b['lm_eval']['version']} `options`; `letters` vs lm-eval `letters`, vs "
-                  "pair-by-pair `options` and vs the prior method (generate 256 tokens, one question at a time)",
-        lambda b: f"shared ≥ {_x(b.get('target_shared_vs_options'))} options, ≥ "
-                  f"{_x(b.get('target_shared_vs_lm_eval_options'))} lm-eval options; letters ≥ {_x(b['target'])} prior, "
-                  f"≥ {_x(b['target_vs_options'])} options, ≥ {_x(b['target_vs_lm_eval'])} lm-eval",
-        _eval_measured),
+        lambda b: (
+            "natural validation questions, embedded model in 4-bit, one loaded model in one process: `options` "
+            "with the shared prompt encoded once vs each (prompt, option) pair scored whole vs "
+            f"lm-evaluation-harness {b['lm_eval']['version']} `options`; `letters` vs lm-eval `letters`, vs "
+            "pair-by-pair `options` and vs the prior method (generate 256 tokens, one question at a time)"
+        ),
+        lambda b: (
+            f"shared ≥ {_x(b.get('target_shared_vs_options'))} options, ≥ "
+            f"{_x(b.get('target_shared_vs_lm_eval_options'))} lm-eval options; letters ≥ {_x(b['target'])} prior, "
+            f"≥ {_x(b['target_vs_options'])} options, ≥ {_x(b['target_vs_lm_eval'])} lm-eval"
+        ),
+        _eval_measured,
+    ),
 }
 
 
 def bench_table(results_dir: str | Path = paths.RESULTS / "smoke") -> str:
     """Markdown table of every benchmark JSON under results_dir/bench/ that BENCH_ROWS describes."""
-    lines = ["| benchmark | ours vs baseline | target | measured (smoke machine: 2 CPU cores) | met |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| benchmark | ours vs baseline | target | measured (smoke machine: 2 CPU cores) | met |",
+        "|---|---|---|---|---|",
+    ]
     for name, (what, target, measured) in BENCH_ROWS.items():
         path = Path(results_dir) / "bench" / f"{name}.json"
         if path.is_file():
             b = json.loads(path.read_text(encoding="utf-8"))
-            lines.append(f"| [`bench/{name}.py`]({paths.relative(path)}) | {what(b)} | {target(b)} | {measured(b)} | "
-                         f"{'yes' if b.get('met') else 'no'} |")
+            lines.append(
+                f"| [`bench/{name}.py`]({paths.relative(path)}) | {what(b)} | {target(b)} | {measured(b)} | "
+                f"{'yes' if b.get('met') else 'no'} |"
+            )
     return "\n".join(lines)
 
 
@@ -160,12 +238,14 @@ def update_readme(profile: str = "smoke", readme: Path = paths.ROOT / "README.md
     """Rewrite the README's results and benchmark tables from results/<profile>/ (`make pipeline` does it after a
     smoke run)."""
     results = paths.RESULTS / profile
-    if not all((results / nb / "comparison.json").is_file()
-               for nb in ("06_accuracy_analysis", "07_instruction_following_eval")):
+    if not all(
+        (results / nb / "comparison.json").is_file() for nb in ("06_accuracy_analysis", "07_instruction_following_eval")
+    ):
         return False
     text = readme.read_text(encoding="utf-8")
-    updated = readme_with_table(readme_with_table(text, summary_table(results)), bench_table(results),
-                                BENCH_START, BENCH_END)
+    updated = readme_with_table(
+        readme_with_table(text, summary_table(results)), bench_table(results), BENCH_START, BENCH_END
+    )
     if updated != text:
         readme.write_text(updated, encoding="utf-8")
     return True
@@ -185,25 +265,39 @@ def sweep(run_dirs: list[str | Path], out_stem: str | Path) -> dict:
         summary = json.loads((run / "final_adapter" / "training_summary.json").read_text(encoding="utf-8"))
         cfg = summary["config"]
         default = train.config_for(cfg["preset"], cfg["hardware"])
-        changed = {k: v for k, v in cfg.items() if k in default.__dict__ and v != getattr(default, k)
-                   and not isinstance(getattr(default, k), tuple) and k not in BOOKKEEPING}
+        changed = {
+            k: v
+            for k, v in cfg.items()
+            if k in default.__dict__
+            and v != getattr(default, k)
+            and not isinstance(getattr(default, k), tuple)
+            and k not in BOOKKEEPING
+        }
         name = ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "smoke preset"
-        runs[name] = {"config_changes": changed, "global_step": summary["global_step"],
-                      "train_examples": summary["truncation"]["train"]["kept"],
-                      "learning_curve": train.learning_curve(summary["log_history"]),
-                      "final_train_loss": next((e["loss"] for e in reversed(summary["log_history"]) if "loss" in e), None)}
+        runs[name] = {
+            "config_changes": changed,
+            "global_step": summary["global_step"],
+            "train_examples": summary["truncation"]["train"]["kept"],
+            "learning_curve": train.learning_curve(summary["log_history"]),
+            "final_train_loss": next((e["loss"] for e in reversed(summary["log_history"]) if "loss" in e), None),
+        }
     out_stem = Path(out_stem)
     paths.write_json(runs, out_stem.with_suffix(".json"))
-    plots.sweep_curves({name: r["learning_curve"] for name, r in runs.items()}, out_stem.with_suffix(".png"),
-                       "held-out letters accuracy by step (smoke, natural train split)")
+    plots.sweep_curves(
+        {name: r["learning_curve"] for name, r in runs.items()},
+        out_stem.with_suffix(".png"),
+        "held-out letters accuracy by step (smoke, natural train split)",
+    )
     return runs
 
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Rewrite the README results table from results/<profile>/, or "
-                                                 "plot a sweep of training runs (--sweep).")
+    parser = argparse.ArgumentParser(
+        description="Rewrite the README results table from results/<profile>/, or "
+        "plot a sweep of training runs (--sweep)."
+    )
     parser.add_argument("profile", nargs="?", default="smoke")
     parser.add_argument("--sweep", nargs="+", metavar="RUN_DIR", help="lib.train output folders to compare")
     parser.add_argument("--out", help="with --sweep: output path without extension")

@@ -1,4 +1,5 @@
 """Access tokens come from the environment or Colab's secret store, never from files in this repo."""
+
 from __future__ import annotations
 
 import os

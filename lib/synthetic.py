@@ -8,6 +8,7 @@ offered the *other* person's value as a distractor; the 270M embedded model stay
 of CPU training, so that harder variant is kept behind `near_miss=True`.) It exists so that CPU-sized training can
 demonstrate real learning; every id starts with `synthetic-` so it is never mistaken for Cosmos QA.
 """
+
 from __future__ import annotations
 
 import random
@@ -15,29 +16,112 @@ import random
 import datasets
 
 from lib.data import COSMOS_PT, LETTERS, NONE_OF_THE_ABOVE, to_dataset
+
 SPLIT_SIZES = {"train": 1000, "validation": 200, "test": 200}
 
-NAMES = [("Ana", "f"), ("Beatriz", "f"), ("Camila", "f"), ("Daniela", "f"), ("Fernanda", "f"), ("Gabriela", "f"),
-         ("Helena", "f"), ("Isabela", "f"), ("Juliana", "f"), ("Larissa", "f"), ("Mariana", "f"), ("Patrícia", "f"),
-         ("Renata", "f"), ("Sofia", "f"), ("Tatiane", "f"), ("Vitória", "f"), ("André", "m"), ("Bruno", "m"),
-         ("Carlos", "m"), ("Diego", "m"), ("Eduardo", "m"), ("Felipe", "m"), ("Gustavo", "m"), ("Henrique", "m"),
-         ("João", "m"), ("Lucas", "m"), ("Marcelo", "m"), ("Paulo", "m"), ("Rafael", "m"), ("Rodrigo", "m"),
-         ("Thiago", "m"), ("Vinícius", "m")]
-CITIES = ["Recife", "Salvador", "Fortaleza", "Belém", "Manaus", "Curitiba", "Florianópolis", "Porto Alegre",
-          "Belo Horizonte", "Goiânia", "Campinas", "Natal", "São Luís", "Vitória", "Cuiabá", "Londrina",
-          "Juiz de Fora", "Maceió", "João Pessoa", "Teresina"]
-JOBS = [("enfermeiro", "enfermeira"), ("professor", "professora"), ("engenheiro", "engenheira"),
-        ("padeiro", "padeira"), ("advogado", "advogada"), ("motorista de ônibus", "motorista de ônibus"),
-        ("cozinheiro", "cozinheira"), ("eletricista", "eletricista"), ("farmacêutico", "farmacêutica"),
-        ("jornalista", "jornalista"), ("veterinário", "veterinária"), ("dentista", "dentista"),
-        ("carteiro", "carteira"), ("arquiteto", "arquiteta"), ("mecânico", "mecânica"), ("bibliotecário", "bibliotecária")]
-ITEMS = ["livros", "cadernos", "vasos de planta", "camisetas", "pacotes de café", "caixas de morango",
-         "garrafas de suco", "pães de queijo", "lápis de cor", "potes de doce de leite"]
+NAMES = [
+    ("Ana", "f"),
+    ("Beatriz", "f"),
+    ("Camila", "f"),
+    ("Daniela", "f"),
+    ("Fernanda", "f"),
+    ("Gabriela", "f"),
+    ("Helena", "f"),
+    ("Isabela", "f"),
+    ("Juliana", "f"),
+    ("Larissa", "f"),
+    ("Mariana", "f"),
+    ("Patrícia", "f"),
+    ("Renata", "f"),
+    ("Sofia", "f"),
+    ("Tatiane", "f"),
+    ("Vitória", "f"),
+    ("André", "m"),
+    ("Bruno", "m"),
+    ("Carlos", "m"),
+    ("Diego", "m"),
+    ("Eduardo", "m"),
+    ("Felipe", "m"),
+    ("Gustavo", "m"),
+    ("Henrique", "m"),
+    ("João", "m"),
+    ("Lucas", "m"),
+    ("Marcelo", "m"),
+    ("Paulo", "m"),
+    ("Rafael", "m"),
+    ("Rodrigo", "m"),
+    ("Thiago", "m"),
+    ("Vinícius", "m"),
+]
+CITIES = [
+    "Recife",
+    "Salvador",
+    "Fortaleza",
+    "Belém",
+    "Manaus",
+    "Curitiba",
+    "Florianópolis",
+    "Porto Alegre",
+    "Belo Horizonte",
+    "Goiânia",
+    "Campinas",
+    "Natal",
+    "São Luís",
+    "Vitória",
+    "Cuiabá",
+    "Londrina",
+    "Juiz de Fora",
+    "Maceió",
+    "João Pessoa",
+    "Teresina",
+]
+JOBS = [
+    ("enfermeiro", "enfermeira"),
+    ("professor", "professora"),
+    ("engenheiro", "engenheira"),
+    ("padeiro", "padeira"),
+    ("advogado", "advogada"),
+    ("motorista de ônibus", "motorista de ônibus"),
+    ("cozinheiro", "cozinheira"),
+    ("eletricista", "eletricista"),
+    ("farmacêutico", "farmacêutica"),
+    ("jornalista", "jornalista"),
+    ("veterinário", "veterinária"),
+    ("dentista", "dentista"),
+    ("carteiro", "carteira"),
+    ("arquiteto", "arquiteta"),
+    ("mecânico", "mecânica"),
+    ("bibliotecário", "bibliotecária"),
+]
+ITEMS = [
+    "livros",
+    "cadernos",
+    "vasos de planta",
+    "camisetas",
+    "pacotes de café",
+    "caixas de morango",
+    "garrafas de suco",
+    "pães de queijo",
+    "lápis de cor",
+    "potes de doce de leite",
+]
 NUMBERS = ["dois", "três", "quatro", "cinco", "seis", "sete", "oito", "nove", "dez", "doze"]
-ACTIVITIES = ["foi à praia", "visitou a avó", "jogou futebol com os amigos", "assistiu a um show de forró",
-              "pintou a cozinha de casa", "fez uma trilha na serra", "estudou para uma prova",
-              "cozinhou uma feijoada", "foi ao cinema", "andou de bicicleta no parque", "consertou o telhado",
-              "plantou uma horta", "foi a um casamento", "organizou um bazar na igreja"]
+ACTIVITIES = [
+    "foi à praia",
+    "visitou a avó",
+    "jogou futebol com os amigos",
+    "assistiu a um show de forró",
+    "pintou a cozinha de casa",
+    "fez uma trilha na serra",
+    "estudou para uma prova",
+    "cozinhou uma feijoada",
+    "foi ao cinema",
+    "andou de bicicleta no parque",
+    "consertou o telhado",
+    "plantou uma horta",
+    "foi a um casamento",
+    "organizou um bazar na igreja",
+]
 DAYS = ["no sábado", "no domingo", "no feriado", "na sexta-feira à noite"]
 PLACES = ["na feira", "numa loja do centro", "no mercado do bairro", "pela internet"]
 
@@ -54,15 +138,20 @@ def _item(rng: random.Random, item_id: str, near_miss: bool = False) -> dict:
     a1, a2 = rng.sample(ACTIVITIES, 2)
     item, day, place = rng.choice(ITEMS), rng.choice(DAYS), rng.choice(PLACES)
     friend = "a amiga" if g2 == "f" else "o amigo"
-    contexto = (f"{n1} mora em {c1} e trabalha como {_job(j1, g1)}. {friend.capitalize()} {n2} mora em {c2}, "
-                f"onde trabalha como {_job(j2, g2)}. Os dois foram às compras juntos {place}: {n1} levou {q1} "
-                f"{item}, e {n2} levou {q2}. {day.capitalize()}, {n1} {a1}, enquanto {n2} {a2}.")
+    contexto = (
+        f"{n1} mora em {c1} e trabalha como {_job(j1, g1)}. {friend.capitalize()} {n2} mora em {c2}, "
+        f"onde trabalha como {_job(j2, g2)}. Os dois foram às compras juntos {place}: {n1} levou {q1} "
+        f"{item}, e {n2} levou {q2}. {day.capitalize()}, {n1} {a1}, enquanto {n2} {a2}."
+    )
     person, other = rng.choice([(1, 2), (2, 1)])
     who = {1: n1, 2: n2}[person]
     facts = {  # question -> (answer, the other person's value, category pool)
         "cidade": (f"Em que cidade mora {who}?", {1: c1, 2: c2}, CITIES),
-        "profissao": (f"Qual é a profissão de {who}?", {1: _job(j1, g1), 2: _job(j2, g2)},
-                      [_job(j, {1: g1, 2: g2}[person]) for j in JOBS if j not in (j1, j2)]),
+        "profissao": (
+            f"Qual é a profissão de {who}?",
+            {1: _job(j1, g1), 2: _job(j2, g2)},
+            [_job(j, {1: g1, 2: g2}[person]) for j in JOBS if j not in (j1, j2)],
+        ),
         "quantidade": (f"Quantos {item} {who} levou nas compras?", {1: q1, 2: q2}, NUMBERS),
         "atividade": (f"O que {who} fez {day}?", {1: a1, 2: a2}, ACTIVITIES),
     }
@@ -80,8 +169,7 @@ def _item(rng: random.Random, item_id: str, near_miss: bool = False) -> dict:
             options = [o for o in options if o != others[0]] + [NONE_OF_THE_ABOVE]
         label = LETTERS[options.index(answer)]
     capital = [o[0].upper() + o[1:] + ("" if o.endswith(".") else ".") for o in options]
-    return {"id": item_id, "contexto": contexto, "pergunta": pergunta,
-            **dict(zip(LETTERS, capital)), "Label": label}
+    return {"id": item_id, "contexto": contexto, "pergunta": pergunta, **dict(zip(LETTERS, capital)), "Label": label}
 
 
 def generate(seed: int = 0, sizes: dict[str, int] | None = None, near_miss: bool = False) -> datasets.DatasetDict:

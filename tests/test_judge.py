@@ -1,6 +1,7 @@
 """The LLM judge (issue 18) against a loopback OpenAI-compatible judge with known biases: the swap exposes a judge
 that prefers the first answer, the length control exposes one that prefers the longer answer; bad replies, 429s
 and timeouts are retried then ledgered; a killed run resumes without judging anything twice."""
+
 import json
 import os
 import signal
@@ -22,8 +23,19 @@ def _outputs(tmp_path, pairs, name):
     files = []
     for side in ("a", "b"):
         path = tmp_path / f"{name}_{side}.jsonl"
-        data.write_jsonl([{"instruction": p["instruction"], "input": p.get("input", ""), "reference": "ref",
-                           "output": p[side], "stopped_by_eos": True} for p in pairs], path)
+        data.write_jsonl(
+            [
+                {
+                    "instruction": p["instruction"],
+                    "input": p.get("input", ""),
+                    "reference": "ref",
+                    "output": p[side],
+                    "stopped_by_eos": True,
+                }
+                for p in pairs
+            ],
+            path,
+        )
         files.append(path)
     return files
 
@@ -34,14 +46,36 @@ def _pairs(n=12, longer_b=0.75):
     for i in range(n):
         short, long_ = f"Resposta curta {i}.", f"Resposta bem mais longa e detalhada número {i}, com explicações."
         b_longer = i < round(longer_b * n)
-        out.append({"instruction": f"Pergunta {i}: explique algo.", "a": short if b_longer else long_,
-                    "b": long_ if b_longer else short})
+        out.append(
+            {
+                "instruction": f"Pergunta {i}: explique algo.",
+                "a": short if b_longer else long_,
+                "b": long_ if b_longer else short,
+            }
+        )
     return out
 
 
 def _run(server, a, b, out, *extra):
-    return judge.main(["--a", str(a), "--b", str(b), "--base-url", server.base_url, "--model", "judge-test",
-                       "--output-dir", str(out), "--workers", "4", "--backoff-base", "0.01", *extra])
+    return judge.main(
+        [
+            "--a",
+            str(a),
+            "--b",
+            str(b),
+            "--base-url",
+            server.base_url,
+            "--model",
+            "judge-test",
+            "--output-dir",
+            str(out),
+            "--workers",
+            "4",
+            "--backoff-base",
+            "0.01",
+            *extra,
+        ]
+    )
 
 
 def test_a_judge_that_always_prefers_the_first_answer_is_caught_by_the_swap(tmp_path):
@@ -51,9 +85,20 @@ def test_a_judge_that_always_prefers_the_first_answer_is_caught_by_the_swap(tmp_
     assert summary["win_rate_b"] == 0.5 and summary["position_consistency"] == 0
     assert summary["first_position_preference"] == 1 and summary["ties"] == summary["n"] == 12
     written = json.loads((tmp_path / "out" / "judge.json").read_text())
-    for key in ("n", "judge_model", "prompt_version", "win_rate_b", "win_rate_b_ci", "ties", "position_consistency",
-                "first_position_preference", "length_controlled_win_rate_b", "mean_score_a", "mean_score_b",
-                "invalid_verdicts"):
+    for key in (
+        "n",
+        "judge_model",
+        "prompt_version",
+        "win_rate_b",
+        "win_rate_b_ci",
+        "ties",
+        "position_consistency",
+        "first_position_preference",
+        "length_controlled_win_rate_b",
+        "mean_score_a",
+        "mean_score_b",
+        "invalid_verdicts",
+    ):
         assert key in written, key
     assert written["judge_model"] == "judge-test" and written["prompt_version"] == judge.PROMPT_VERSION
     verdicts = data.read_jsonl(tmp_path / "out" / "verdicts.jsonl")
@@ -79,12 +124,25 @@ def test_bad_replies_429s_and_timeouts_are_retried_then_ledgered_with_the_reason
     items = judge.requests(judge.load_pairs(a, b), "judge-test")
     key = lambda i: judge.messages_for(items[i])[-1]["content"]  # noqa: E731 - the server keys faults by request
     # items per pair: ab, ba, score a, score b. 2 retries = 3 attempts: items 4 and 2 fail every one, are ledgered
-    faults = {key(0): ["429", "malformed"], key(1): ["timeout"], key(4): ["bad_winner"] * 3,
-              key(2): ["bad_score"] * 3, key(6): ["prose"]}
+    faults = {
+        key(0): ["429", "malformed"],
+        key(1): ["timeout"],
+        key(4): ["bad_winner"] * 3,
+        key(2): ["bad_score"] * 3,
+        key(6): ["prose"],
+    }
     with JudgeServer(policy="first", faults=faults, retry_after="0", hang_seconds=3.0) as server:
         backend = api.OpenAIBackend("judge-test", base_url=server.base_url, timeout=1.0)
-        summary = judge.judge(judge.load_pairs(a, b), backend, tmp_path / "out2", "judge-test", workers=4,
-                              max_retries=2, backoff_base=0.01, progress=False)
+        summary = judge.judge(
+            judge.load_pairs(a, b),
+            backend,
+            tmp_path / "out2",
+            "judge-test",
+            workers=4,
+            max_retries=2,
+            backoff_base=0.01,
+            progress=False,
+        )
         attempts = Counter(r["key"] for r in server.requests)
     ledger = {r["id"]: r for r in data.read_jsonl(tmp_path / "out2" / "ledger.jsonl")}
     assert set(ledger) == {items[4]["id"], items[2]["id"]}
@@ -98,10 +156,25 @@ def test_bad_replies_429s_and_timeouts_are_retried_then_ledgered_with_the_reason
 def test_kill_9_mid_run_then_rerun_judges_nothing_twice_and_gives_the_same_result(tmp_path):
     a, b = _outputs(tmp_path, _pairs(20), "kill")
     with JudgeServer(policy="longer", delay=0.05) as server:
-        reference = _run(server, a, b, tmp_path / "reference")
+        _run(server, a, b, tmp_path / "reference")
         server.requests.clear()
-        command = [sys.executable, "-m", "lib.judge", "--a", str(a), "--b", str(b), "--base-url", server.base_url,
-                   "--model", "judge-test", "--output-dir", str(tmp_path / "killed"), "--workers", "2"]
+        command = [
+            sys.executable,
+            "-m",
+            "lib.judge",
+            "--a",
+            str(a),
+            "--b",
+            str(b),
+            "--base-url",
+            server.base_url,
+            "--model",
+            "judge-test",
+            "--output-dir",
+            str(tmp_path / "killed"),
+            "--workers",
+            "2",
+        ]
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while len(server.requests) < 20 and time.monotonic() < deadline:
@@ -113,7 +186,9 @@ def test_kill_9_mid_run_then_rerun_judges_nothing_twice_and_gives_the_same_resul
         before = len(server.requests)
         subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=300)
         asked = Counter(r["key"] for r in server.requests)
-    items = {i["id"]: judge.messages_for(i)[-1]["content"] for i in judge.requests(judge.load_pairs(a, b), "judge-test")}
+    items = {
+        i["id"]: judge.messages_for(i)[-1]["content"] for i in judge.requests(judge.load_pairs(a, b), "judge-test")
+    }
     assert all(asked[items[i]] == 1 for i in cached), "a verdict cached before the kill was asked for again"
     assert len(server.requests) - before == 80 - len(cached)  # the rerun asked only for what was missing
     assert max(asked.values()) <= 2
@@ -136,18 +211,21 @@ def test_pairs_must_answer_the_same_instructions(tmp_path):
         judge.load_pairs(a, b)
 
 
-@pytest.mark.parametrize("reply, kind, error", [
-    ('{"winner": "A", "reason": "ok", "confidence": 0.9}', "pair", None),  # extra keys are ignored
-    ('```json\n{"winner": "tie", "reason": "ok"}\n```', "pair", None),
-    ('{"winner": "a", "reason": "x"}', "pair", "winner 'a'"),
-    ('{"winner": "A", "reason": 3}', "pair", "reason is int"),
-    ("A", "pair", "bad JSON"),
-    ('{"score": 7, "reason": "bom"}', "score", None),
-    ('{"score": 11, "reason": "x"}', "score", "score 11"),
-    ('{"score": "7", "reason": "x"}', "score", "score '7'"),
-    ('{"score": true, "reason": "x"}', "score", "score True"),
-    ('{"score": 6.5, "reason": "x"}', "score", "score 6.5"),
-])
+@pytest.mark.parametrize(
+    "reply, kind, error",
+    [
+        ('{"winner": "A", "reason": "ok", "confidence": 0.9}', "pair", None),  # extra keys are ignored
+        ('```json\n{"winner": "tie", "reason": "ok"}\n```', "pair", None),
+        ('{"winner": "a", "reason": "x"}', "pair", "winner 'a'"),
+        ('{"winner": "A", "reason": 3}', "pair", "reason is int"),
+        ("A", "pair", "bad JSON"),
+        ('{"score": 7, "reason": "bom"}', "score", None),
+        ('{"score": 11, "reason": "x"}', "score", "score 11"),
+        ('{"score": "7", "reason": "x"}', "score", "score '7'"),
+        ('{"score": true, "reason": "x"}', "score", "score True"),
+        ('{"score": 6.5, "reason": "x"}', "score", "score 6.5"),
+    ],
+)
 def test_reply_schema(reply, kind, error):
     if error is None:
         assert judge.parse_verdict(reply, {"kind": kind})
@@ -166,12 +244,30 @@ def test_prompt_version_and_judge_model_are_part_of_the_cache_key(monkeypatch):
 
 def test_dry_run_counts_calls_and_tokens_without_a_server(tmp_path):
     a, b = _outputs(tmp_path, _pairs(5), "dry")
-    plan = judge.main(["--a", str(a), "--b", str(b), "--model", "gpt-4o", "--output-dir", str(tmp_path / "o"),
-                       "--dry-run"])
+    plan = judge.main(
+        ["--a", str(a), "--b", str(b), "--model", "gpt-4o", "--output-dir", str(tmp_path / "o"), "--dry-run"]
+    )
     assert plan["calls"] == 20 and plan["pairwise_calls"] == 10 and plan["pointwise_calls"] == 10
     assert plan["prompt_tokens_estimate"] > 100 and not (tmp_path / "o").exists()
-    assert judge.main(["--a", str(a), "--b", str(b), "--model", "m", "--output-dir", "o", "--dry-run",
-                       "--no-pointwise", "--limit", "2"])["calls"] == 4
+    assert (
+        judge.main(
+            [
+                "--a",
+                str(a),
+                "--b",
+                str(b),
+                "--model",
+                "m",
+                "--output-dir",
+                "o",
+                "--dry-run",
+                "--no-pointwise",
+                "--limit",
+                "2",
+            ]
+        )["calls"]
+        == 4
+    )
 
 
 def test_length_controlled_rate_is_the_raw_rate_when_length_says_nothing():

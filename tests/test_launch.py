@@ -1,6 +1,7 @@
 """Multi-GPU launch (lib.launch, configs/accelerate/): configs parse with accelerate's own loader, the generated
 command is what `accelerate launch` and lib.train understand, the effective batch is kept, bad inputs fail, and
 lib.models places the model per process. CPU only: no GPU is needed, and no model is loaded."""
+
 import json
 import os
 import shlex
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---------------------------------------------------------------- the accelerate configs
+
 
 def _load(strategy):
     from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
@@ -58,6 +60,7 @@ def test_every_strategy_has_a_config_file():
 
 # ---------------------------------------------------------------- the command
 
+
 def _accelerate_args(argv):
     """argv as `accelerate launch` parses and completes it from the config file (no process started)."""
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
@@ -76,8 +79,14 @@ def test_command_is_understood_by_accelerate_launch(strategy, monkeypatch):
     args, defaults = _accelerate_args(argv)
     assert args.config_file == launch.CONFIGS[strategy] and args.num_processes == 2
     assert args.module and args.training_script == "lib.train"
-    assert args.training_script_args[:6] == ["--preset", "zephyr-cosmosqa", "--hardware", "smoke", "--output-dir",
-                                             "runs/x"]
+    assert args.training_script_args[:6] == [
+        "--preset",
+        "zephyr-cosmosqa",
+        "--hardware",
+        "smoke",
+        "--output-dir",
+        "runs/x",
+    ]
     assert (args.multi_gpu, args.use_fsdp) == ((True, False) if strategy == "ddp" else (False, True))
 
 
@@ -95,8 +104,19 @@ def test_fsdp_launch_exports_the_qlora_settings(monkeypatch):
 
 def test_single_gpu_is_the_plain_train_command():
     argv = launch.launch_command("zephyr-cosmosqa", "rtx3090", "runs/z", 1, "ddp", ["--max-steps", "5"])
-    assert argv == ["python", "-m", "lib.train", "--preset", "zephyr-cosmosqa", "--hardware", "rtx3090",
-                    "--output-dir", "runs/z", "--max-steps", "5"]
+    assert argv == [
+        "python",
+        "-m",
+        "lib.train",
+        "--preset",
+        "zephyr-cosmosqa",
+        "--hardware",
+        "rtx3090",
+        "--output-dir",
+        "runs/z",
+        "--max-steps",
+        "5",
+    ]
     assert launch.launch_command("zephyr-cosmosqa", "rtx3090", "runs/z", 1, "fsdp") == argv[:-2]
 
 
@@ -117,12 +137,19 @@ def test_extra_args_are_passed_on_and_checked():
         launch.launch_command("zephyr-cosmosqa", "rtx3090", "o", 2, "ddp", ["--output-dir", "elsewhere"])
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(num_gpus=0), "num_gpus"), (dict(num_gpus=-2), "num_gpus"), (dict(num_gpus=2.0), "num_gpus"),
-    (dict(num_gpus=True), "num_gpus"), (dict(strategy="deepspeed"), "unknown strategy"),
-    (dict(strategy="DDP"), "unknown strategy"), (dict(preset="llama-70b"), "unknown preset"),
-    (dict(hardware="h100"), "unknown hardware"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(num_gpus=0), "num_gpus"),
+        (dict(num_gpus=-2), "num_gpus"),
+        (dict(num_gpus=2.0), "num_gpus"),
+        (dict(num_gpus=True), "num_gpus"),
+        (dict(strategy="deepspeed"), "unknown strategy"),
+        (dict(strategy="DDP"), "unknown strategy"),
+        (dict(preset="llama-70b"), "unknown preset"),
+        (dict(hardware="h100"), "unknown hardware"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(kwargs, match):
     call = dict(preset="zephyr-cosmosqa", hardware="rtx3090", output_dir="o", num_gpus=2, strategy="ddp") | kwargs
     with pytest.raises(ValueError, match=match):
@@ -130,11 +157,24 @@ def test_bad_inputs_raise_clear_errors(kwargs, match):
 
 
 def test_cli_prints_the_command(capsys):
-    launch.main(["--preset", "zephyr-cosmosqa", "--hardware", "rtx3090", "--gpus", "2", "--strategy", "ddp",
-                 "--output-dir", "results/full/05/adapter"])
+    launch.main(
+        [
+            "--preset",
+            "zephyr-cosmosqa",
+            "--hardware",
+            "rtx3090",
+            "--gpus",
+            "2",
+            "--strategy",
+            "ddp",
+            "--output-dir",
+            "results/full/05/adapter",
+        ]
+    )
     out, err = capsys.readouterr()
-    assert shlex.split(out.strip()) == launch.launch_command("zephyr-cosmosqa", "rtx3090", "results/full/05/adapter",
-                                                             2, "ddp")
+    assert shlex.split(out.strip()) == launch.launch_command(
+        "zephyr-cosmosqa", "rtx3090", "results/full/05/adapter", 2, "ddp"
+    )
     assert "effective batch 32" in err
 
 
@@ -152,6 +192,7 @@ def test_executable_uses_this_environment():
 
 # ---------------------------------------------------------------- the effective batch
 
+
 def _train_config_from(argv, monkeypatch):
     """The TrainConfig lib.train builds in each process from the command's arguments (training stubbed out)."""
     seen = {}
@@ -161,13 +202,20 @@ def _train_config_from(argv, monkeypatch):
         return {"global_step": 0, "resumed_from": None, "trainable_parameters": 0}
 
     monkeypatch.setattr(train, "train", fake_train)
-    train.main(argv[argv.index("lib.train") + 1:])
+    train.main(argv[argv.index("lib.train") + 1 :])
     return seen["cfg"]
 
 
-@pytest.mark.parametrize("preset, hardware", [("zephyr-cosmosqa", "rtx3090"), ("zephyr-cosmosqa", "colab-a100"),
-                                              ("sabia-canarim", "rtx3090"), ("sabia-canarim", "colab-a100"),
-                                              ("zephyr-cosmosqa-v2", "smoke")])
+@pytest.mark.parametrize(
+    "preset, hardware",
+    [
+        ("zephyr-cosmosqa", "rtx3090"),
+        ("zephyr-cosmosqa", "colab-a100"),
+        ("sabia-canarim", "rtx3090"),
+        ("sabia-canarim", "colab-a100"),
+        ("zephyr-cosmosqa-v2", "smoke"),
+    ],
+)
 @pytest.mark.parametrize("gpus", [1, 2, 4])
 def test_effective_batch_is_the_presets_on_any_gpu_count(preset, hardware, gpus, monkeypatch, capsys):
     single = train.config_for(preset, hardware)
@@ -177,7 +225,10 @@ def test_effective_batch_is_the_presets_on_any_gpu_count(preset, hardware, gpus,
     assert cfg.per_device_batch <= single.per_device_batch  # never more memory per GPU than on one GPU
     plan = launch.batch_plan(preset, hardware, gpus)
     assert (plan["per_device_batch"], plan["grad_accum"], plan["effective_batch"]) == (
-        cfg.per_device_batch, cfg.grad_accum, single.batch_size)
+        cfg.per_device_batch,
+        cfg.grad_accum,
+        single.batch_size,
+    )
 
 
 def test_batch_split_examples():
@@ -200,6 +251,7 @@ def test_global_batch_override_is_split_too(monkeypatch, capsys):
 
 # ---------------------------------------------------------------- FSDP and the optimizer
 
+
 def test_fsdp_never_keeps_a_bitsandbytes_optimizer():
     """Paged / 8-bit optimizers cannot save an FSDP checkpoint: switched to torch AdamW, or refused up front."""
     if "--optimizer" in launch.train_cli_options():
@@ -214,6 +266,7 @@ def test_fsdp_never_keeps_a_bitsandbytes_optimizer():
 
 
 # ---------------------------------------------------------------- lib.models under a launcher
+
 
 def _clear_launcher_env(monkeypatch):
     for name in ("WORLD_SIZE", "LOCAL_RANK", "ACCELERATE_USE_FSDP"):
@@ -237,8 +290,11 @@ def _load_kwargs(monkeypatch, gpu: bool):
 
     seen = {}
     monkeypatch.setattr(models, "resolve", lambda model: ("some/model", {}))
-    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained",
-                        classmethod(lambda cls, name, **kw: seen.update(kw) or torch.nn.Module()))
+    monkeypatch.setattr(
+        AutoModelForCausalLM,
+        "from_pretrained",
+        classmethod(lambda cls, name, **kw: seen.update(kw) or torch.nn.Module()),
+    )
     if gpu:
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
@@ -310,8 +366,13 @@ def test_generated_command_starts_two_processes_on_cpu(strategy, tmp_path):
     argv = launch.launch_command("zephyr-cosmosqa", "smoke", "out dir/a", 2, strategy)
     argv[argv.index("--config_file") + 1] = str(cpu_config)
     argv[argv.index("lib.train")] = "probe_train"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]), "OMP_NUM_THREADS": "1",
-           "TOKENIZERS_PARALLELISM": "false", "PROBE_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]),
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PROBE_DIR": str(tmp_path),
+    }
     result = subprocess.run(launch.executable(argv), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     probes = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("rank*.json"))]

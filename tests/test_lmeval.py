@@ -1,12 +1,13 @@
 """lm-evaluation-harness interop (lib.lmeval, configs/lm_eval): the Cosmos QA PT tasks render exactly the prompt and
 tokens our scorer scores, and lm-eval's accuracies agree with ours on the shipped questions (embedded model, one
 loaded model serving both)."""
+
 import json
 
 import pytest
 
 from lib import data as lib_data
-from lib import evaluate, inference, lmeval, paths
+from lib import inference, lmeval, paths
 
 pytest.importorskip("lm_eval")
 
@@ -54,8 +55,9 @@ def test_task_data_source_is_a_parameter(tmp_path, rows):
     import pandas as pd
 
     pd.DataFrame(rows[:3]).to_csv(tmp_path / "three.csv", index=False)
-    assert [d["id"] for d in lmeval.build_task("letters", str(folder), "validation").eval_docs] == \
-        [r["id"] for r in rows[:5]]
+    assert [d["id"] for d in lmeval.build_task("letters", str(folder), "validation").eval_docs] == [
+        r["id"] for r in rows[:5]
+    ]
     assert len(lmeval.build_task("options", str(folder), "train").eval_docs) == 3
     assert len(lmeval.build_task("letters", str(tmp_path / "three.csv"), "validation").eval_docs) == 3
     with pytest.raises(FileNotFoundError):
@@ -79,8 +81,16 @@ def test_lm_eval_agrees_with_our_scorer(loaded, tmp_path, mode, limit):
         assert abs(report["lm_eval_acc_bytes"] - report["project_acc_norm"]) <= one
         assert abs(report["lm_eval_acc_norm"] - report["project_acc_norm"]) <= one
     written = json.loads((tmp_path / "crosscheck.json").read_text())
-    for key in ("n", "mode", "lm_eval_accuracy", "project_accuracy", "lm_eval_acc_norm", "project_acc_norm",
-                "lm_eval_seconds", "project_seconds"):
+    for key in (
+        "n",
+        "mode",
+        "lm_eval_accuracy",
+        "project_accuracy",
+        "lm_eval_acc_norm",
+        "project_acc_norm",
+        "lm_eval_seconds",
+        "project_seconds",
+    ):
         assert key in written
     assert list(tmp_path.glob("lm_eval_results_*.json"))  # lm-eval's own results file, as its CLI writes it
     results = json.loads(next(tmp_path.glob("lm_eval_results_*.json")).read_text())

@@ -20,12 +20,23 @@ def test_registry_names_the_real_models_and_the_embedded_defaults():
 
 def _load_in_subprocess(model: str, **env) -> subprocess.CompletedProcess:
     code = f"from lib import models; models.load_tokenizer({model!r})"
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "HF_HOME": os.path.join(ROOT, ".pytest_cache", "empty_hf_home"), **env})
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HOME": os.path.join(ROOT, ".pytest_cache", "empty_hf_home"), **env},
+    )
 
 
-@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"},  # told it is offline
-                                 {"HF_ENDPOINT": "http://127.0.0.1:9"}])  # a Hub that does not answer
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"HF_HUB_OFFLINE": "1"},  # told it is offline
+        {"HF_ENDPOINT": "http://127.0.0.1:9"},
+    ],
+)  # a Hub that does not answer
 def test_uncached_hub_model_offline_fails_fast_with_a_clear_message(env):
     start = time.monotonic()
     result = _load_in_subprocess("zephyr-7b-beta", **env)

@@ -1,4 +1,5 @@
 """The offline MT engine's text handling (lib/mt.py): each step alone, then whole fields through the real engine."""
+
 import json
 
 import pytest
@@ -14,14 +15,18 @@ def words(text: str) -> int:
 
 # ---------------------------------------------------------------- each step alone
 
-@pytest.mark.parametrize("tokenized, expected", [
-    ("I do n't know , but it 's fine .", "I don't know, but it's fine."),
-    ("She wo n't come ; they ca n't either !", "She won't come; they can't either!"),
-    ("I wo nt go , I do nt care and it is nt fair .", "I won't go, I don't care and it isn't fair."),
-    ("I 've been there ... twice ( really ) .", "I've been there... twice (really)."),
-    ('He said " do n\'t go " and left .', 'He said "don\'t go" and left.'),
-    ("Already normal text, isn't it?", "Already normal text, isn't it?"),
-])
+
+@pytest.mark.parametrize(
+    "tokenized, expected",
+    [
+        ("I do n't know , but it 's fine .", "I don't know, but it's fine."),
+        ("She wo n't come ; they ca n't either !", "She won't come; they can't either!"),
+        ("I wo nt go , I do nt care and it is nt fair .", "I won't go, I don't care and it isn't fair."),
+        ("I 've been there ... twice ( really ) .", "I've been there... twice (really)."),
+        ('He said " do n\'t go " and left .', 'He said "don\'t go" and left.'),
+        ("Already normal text, isn't it?", "Already normal text, isn't it?"),
+    ],
+)
 def test_detokenize_undoes_the_datasets_tokenization(tokenized, expected):
     assert mt.detokenize(tokenized) == expected
 
@@ -38,10 +43,21 @@ def test_sentences_follow_abbreviations_and_decimals():
 
 
 SPANS = [
-    "https://www.example.com/trains/lisbon-porto?x=1&y=%20z#top", "www.example.org/a", "ana.silva+news@example.co.uk",
-    "C:\\Users\\dana\\Documents\\health\\bp_log.xlsx", "C:\\Users\\dana\\Old Reports", "/home/sam/notes.txt",
-    "~/backups/2019.tar.gz", "\\\\server\\share\\file.txt", "@maria_22", "#tbt", "🐶", "👩\u200d👩\u200d👧", "🇧🇷",
-    "👍🏽", "❤️",
+    "https://www.example.com/trains/lisbon-porto?x=1&y=%20z#top",
+    "www.example.org/a",
+    "ana.silva+news@example.co.uk",
+    "C:\\Users\\dana\\Documents\\health\\bp_log.xlsx",
+    "C:\\Users\\dana\\Old Reports",
+    "/home/sam/notes.txt",
+    "~/backups/2019.tar.gz",
+    "\\\\server\\share\\file.txt",
+    "@maria_22",
+    "#tbt",
+    "🐶",
+    "👩\u200d👩\u200d👧",
+    "🇧🇷",
+    "👍🏽",
+    "❤️",
 ]
 
 
@@ -56,7 +72,13 @@ def test_urls_leave_trailing_punctuation_outside_and_numbers_are_spans():
     masked, spans = mt.protect("See https://x.com/a. Then (www.y.org/b), ok?")
     assert spans == ["https://x.com/a", "www.y.org/b"]
     assert mt.protected_spans("It cost $1,250.00, 45% off, at 9:40 on 2019-03-04.") == [
-        "$1,250.00", "45%", "9:40", "2019", "03", "04"]
+        "$1,250.00",
+        "45%",
+        "9:40",
+        "2019",
+        "03",
+        "04",
+    ]
 
 
 def test_a_literal_placeholder_in_the_source_is_itself_protected():
@@ -91,7 +113,7 @@ def test_none_of_the_above_is_the_datasets_fixed_option():
 HOSTILE = (
     "Before our trip , I checked https://www.example.com/trains/lisbon-porto and e-mailed ana.silva@example.com .\n\n"
     "The report is in C:\\Users\\dana\\Old Reports and /home/sam/notes.txt , it cost $1,250.00 and 3.5 kg of paper .\n"
-    "My dad sent 🐶 and 👩\u200d👩\u200d👧 , I said \" Hello 🐶 ! \" at 9:40 p.m. on 2019-03-04 ."
+    'My dad sent 🐶 and 👩\u200d👩\u200d👧 , I said " Hello 🐶 ! " at 9:40 p.m. on 2019-03-04 .'
 )
 
 
@@ -101,10 +123,28 @@ def test_a_hostile_field_keeps_every_span_number_and_line_break():
         assert span in out, span
     assert out.count("\n") == HOSTILE.count("\n") and "\n\n" in out
     assert "ZXQ" not in out and " ," not in out  # no placeholder left, tokenization undone
-    assert mt.quality({"context": HOSTILE, "question": "Why ?", "answer0": "A bus .", "answer1": "A car .",
-                       "answer2": "A train .", "answer3": "A plane ."},
-                      {"contexto": out, "pergunta": "Por quê?", "A": "Um ônibus.", "B": "Um carro.", "C": "Um trem.",
-                       "D": "Um avião."}, ENGINE)["reasons"] == []
+    assert (
+        mt.quality(
+            {
+                "context": HOSTILE,
+                "question": "Why ?",
+                "answer0": "A bus .",
+                "answer1": "A car .",
+                "answer2": "A train .",
+                "answer3": "A plane .",
+            },
+            {
+                "contexto": out,
+                "pergunta": "Por quê?",
+                "A": "Um ônibus.",
+                "B": "Um carro.",
+                "C": "Um trem.",
+                "D": "Um avião.",
+            },
+            ENGINE,
+        )["reasons"]
+        == []
+    )
 
 
 def test_all_caps_is_translated_and_stays_in_capitals():
@@ -114,8 +154,10 @@ def test_all_caps_is_translated_and_stays_in_capitals():
 
 def test_a_long_paragraph_comes_back_at_a_sane_length():
     """The engine alone returns 88 words of nonsense for a 720-word paragraph, or a 379-word one doubled."""
-    story = ("I woke up early because the neighbors were moving furniture , and since I could not sleep I made "
-             "coffee and read the news for a while before my sister called to ask about the weekend . ") * 20
+    story = (
+        "I woke up early because the neighbors were moving furniture , and since I could not sleep I made "
+        "coffee and read the news for a while before my sister called to ask about the weekend . "
+    ) * 20
     out = mt.translate_text(story, ENGINE)
     assert 0.7 < words(out) / words(story) < 1.4
     unpunctuated = " ".join(story.replace(",", "").replace(".", "").split()[:400])
@@ -125,7 +167,7 @@ def test_a_long_paragraph_comes_back_at_a_sane_length():
 
 def test_a_20000_character_context_translates_without_a_crash():
     sentence = "The bakery on our corner sells fresh bread every morning and the line goes around the block. "
-    text = (sentence * (data.MAX_TEXT_CHARS // len(sentence)))[:data.MAX_TEXT_CHARS].rsplit(" ", 1)[0]
+    text = (sentence * (data.MAX_TEXT_CHARS // len(sentence)))[: data.MAX_TEXT_CHARS].rsplit(" ", 1)[0]
     out = mt.translate_text(text, ENGINE)
     assert 0.7 < words(out) / words(text) < 1.4
 
@@ -140,11 +182,15 @@ def test_control_characters_are_removed_and_non_latin_script_is_kept():
 
 # ---------------------------------------------------------------- quality estimation
 
-SOURCE = {"context": "I stayed at the office until nine because the report was due this morning . My manager "
-                     "thanked me by email an hour later .",
-          "question": "Why did the narrator stay late ?", "answer0": "To clean the office .",
-          "answer1": "They missed the bus .", "answer2": "A report was due the next morning .",
-          "answer3": "To avoid a family dinner ."}
+SOURCE = {
+    "context": "I stayed at the office until nine because the report was due this morning . My manager "
+    "thanked me by email an hour later .",
+    "question": "Why did the narrator stay late ?",
+    "answer0": "To clean the office .",
+    "answer1": "They missed the bus .",
+    "answer2": "A report was due the next morning .",
+    "answer3": "To avoid a family dinner .",
+}
 
 
 def _good():
@@ -156,19 +202,31 @@ def test_a_clean_translation_is_not_flagged():
     assert mt.flag_reasons(estimate) == [] and estimate["round_trip_chrf"] > mt.QE_THRESHOLD
 
 
-@pytest.mark.parametrize("change, reason", [
-    ({"contexto": "Batata batata batata batata batata batata batata batata batata batata batata."}, "round-trip chrF"),
-    ({"contexto": "Fiquei."}, "length ratio"),
-    ({"C": "same as A"}, "options made identical"),
-    ({"pergunta": "Why did the narrator stay late at the office?"}, "English words left"),
-    ({"contexto": "Fiquei no escritório até as nove porque o relatório vencia hoje de manhã. Meu gerente me "
-                  "agradeceu por e-mail uma hora depois, uma hora depois, uma hora depois, uma hora depois."},
-     "repeated phrase"),
-    ({"A": ""}, "empty translation"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (
+            {"contexto": "Batata batata batata batata batata batata batata batata batata batata batata."},
+            "round-trip chrF",
+        ),
+        ({"contexto": "Fiquei."}, "length ratio"),
+        ({"C": "same as A"}, "options made identical"),
+        ({"pergunta": "Why did the narrator stay late at the office?"}, "English words left"),
+        (
+            {
+                "contexto": "Fiquei no escritório até as nove porque o relatório vencia hoje de manhã. Meu gerente me "
+                "agradeceu por e-mail uma hora depois, uma hora depois, uma hora depois, uma hora depois."
+            },
+            "repeated phrase",
+        ),
+        ({"A": ""}, "empty translation"),
+    ],
+)
 def test_each_problem_is_flagged_with_its_reason(change, reason):
     good = _good()
-    estimate = mt.quality(SOURCE, {**good, **{k: good["A"] if v == "same as A" else v for k, v in change.items()}}, ENGINE)
+    estimate = mt.quality(
+        SOURCE, {**good, **{k: good["A"] if v == "same as A" else v for k, v in change.items()}}, ENGINE
+    )
     assert any(reason in r for r in mt.flag_reasons(estimate)), mt.flag_reasons(estimate)
 
 

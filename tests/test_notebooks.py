@@ -7,11 +7,24 @@ import pytest
 from lib import data, paths, pipeline
 
 NOTEBOOKS = pipeline.notebooks()
-EXPECTED = {"01_translate_cosmos_qa", "02_format_canarim_prompts", "03_format_cosmos_qa_prompts", "04_qlora_canarim",
-            "05_qlora_cosmos_qa", "06_accuracy_analysis", "07_instruction_following_eval", "08_chat"}
+EXPECTED = {
+    "01_translate_cosmos_qa",
+    "02_format_canarim_prompts",
+    "03_format_cosmos_qa_prompts",
+    "04_qlora_canarim",
+    "05_qlora_cosmos_qa",
+    "06_accuracy_analysis",
+    "07_instruction_following_eval",
+    "08_chat",
+}
 # The whole chain, with the CPU-heavy parts cut down: 2 training steps, fewer evaluation questions.
-QUICK = {"max_steps": 2, "05": {"validation_rows": 8}, "06": {"limit": 16, "generate_limit": 4},
-         "07": {"limit": 4, "max_new_tokens": 16}, "08": {"limit": 2, "max_new_tokens": 16}}
+QUICK = {
+    "max_steps": 2,
+    "05": {"validation_rows": 8},
+    "06": {"limit": 16, "generate_limit": 4},
+    "07": {"limit": 4, "max_new_tokens": 16},
+    "08": {"limit": 2, "max_new_tokens": 16},
+}
 
 
 def test_the_chain_notebooks_exist_in_number_order():
@@ -79,7 +92,9 @@ def _check_06_compares_base_and_adapter(folder: Path, n: int):
     assert set(comparison["shortcut_baselines"]) == {"longest", "shortest", "max_overlap", "min_overlap", "chance"}
     assert comparison["shortcut_baselines"] == tuned["shortcut_baselines"]
     assert 0 <= comparison["base_options_acc_norm"] <= 1 and 0 <= comparison["base_options_accuracy"] <= 1
-    assert sum(comparison["base_pred_distribution"].values()) == sum(comparison["tuned_pred_distribution"].values()) == n
+    assert (
+        sum(comparison["base_pred_distribution"].values()) == sum(comparison["tuned_pred_distribution"].values()) == n
+    )
     base = json.loads((folder / "base" / "metrics.json").read_text())
     assert base["adapter"] is None and base["accuracy"] == comparison["base_accuracy"]
 
@@ -90,7 +105,17 @@ def _check_07_compares_base_and_adapter(folder: Path, n: int):
     for key in ("base_eos_stop_rate", "tuned_eos_stop_rate", "base_repeated_4gram_rate", "tuned_repeated_4gram_rate"):
         assert 0 <= comparison[key] <= 1, key
     metrics = json.loads((folder / "metrics.json").read_text())
-    for key in ("n", "eos_stop_rate", "rouge_l", "chrf", "bleu", "perplexity", "repeated_4gram_rate", "model", "adapter"):
+    for key in (
+        "n",
+        "eos_stop_rate",
+        "rouge_l",
+        "chrf",
+        "bleu",
+        "perplexity",
+        "repeated_4gram_rate",
+        "model",
+        "adapter",
+    ):
         assert key in metrics, key
     assert (folder / "side_by_side.md").exists() and (folder / "side_by_side.csv").exists()
 
@@ -99,10 +124,13 @@ def test_a_failing_notebook_stops_the_run_and_names_the_cell(tmp_path, capsys):
     folder = tmp_path / "nbs"
     folder.mkdir()
     for number, source in [("01", "raise RuntimeError('boom from the test')"), ("02", "print('never runs')")]:
-        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
-                                                                "display_name": "Python 3"}})
-        nb.cells = [nbformat.v4.new_code_cell("profile = 'smoke'\noutput_dir = ''", metadata={"tags": ["parameters"]}),
-                    nbformat.v4.new_code_cell(source)]
+        nb = nbformat.v4.new_notebook(
+            metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}}
+        )
+        nb.cells = [
+            nbformat.v4.new_code_cell("profile = 'smoke'\noutput_dir = ''", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell(source),
+        ]
         nbformat.write(nb, folder / f"{number}_x.ipynb")
     with pytest.raises(SystemExit) as stop:
         pipeline.run("smoke", notebook_dir=folder, results_root=tmp_path / "results")
@@ -120,8 +148,9 @@ def test_profiles_only_override_known_notebooks():
 
 def test_per_notebook_overrides_and_results_placeholder(tmp_path):
     nb = pipeline.notebooks(["06"])[0]
-    params = pipeline.parameters_for(nb, "smoke", {"limit": 3, "06": {"mode": "options"}, "07": {"limit": 9}},
-                                     results_root=tmp_path)
+    params = pipeline.parameters_for(
+        nb, "smoke", {"limit": 3, "06": {"mode": "options"}, "07": {"limit": 9}}, results_root=tmp_path
+    )
     assert params["limit"] == 3 and params["mode"] == "options"
     assert params["adapter"] == str(tmp_path / "smoke" / "05_qlora_cosmos_qa" / "adapter" / "final_adapter")
 
@@ -129,14 +158,21 @@ def test_per_notebook_overrides_and_results_placeholder(tmp_path):
 def test_notebook_01_output_feeds_03_unchanged(tmp_path):
     """01 (offline MT) writes a PT dataset; 03 reads that folder as its source and keeps every row as it is."""
     translated, processed = tmp_path / "cosmos_qa_ptbr", tmp_path / "processed"
-    pipeline.run("smoke", only=["01", "03"], results_root=tmp_path,
-                 overrides={"01": {"dataset_dir": str(translated)},
-                            "03": {"source": str(translated), "processed_dir": str(processed)}})
+    pipeline.run(
+        "smoke",
+        only=["01", "03"],
+        results_root=tmp_path,
+        overrides={
+            "01": {"dataset_dir": str(translated)},
+            "03": {"source": str(translated), "processed_dir": str(processed)},
+        },
+    )
     written = data.read_jsonl(translated / "train.jsonl")
     assert len(written) == 44 and (translated / "cache.jsonl").exists() and (translated / "flagged.jsonl").exists()
     metrics = json.loads((tmp_path / "smoke" / "03_format_cosmos_qa_prompts" / "metrics.json").read_text())
     assert metrics["rejected_rows"] == 0 and metrics["validation"] == {
-        "train": {"read": 44, "kept": 44, "rejected": 0, "beyond_limit": 0}}
+        "train": {"read": 44, "kept": 44, "rejected": 0, "beyond_limit": 0}
+    }
     assert any("run bookkeeping" in w for w in metrics["warnings"])  # cache/ledger/flagged are not splits
     loaded, _ = data.load(translated, "cosmos_qa_pt")
     assert list(loaded["train"]) == written
@@ -148,8 +184,13 @@ def test_the_full_profile_reads_notebook_01s_output_with_one_parameter():
     plan = dict(pipeline.plan("full", only=["03", "05", "06"], cosmos_pt="01"))
     assert plan["03_format_cosmos_qa_prompts.ipynb"]["source"] == pipeline.COSMOS_PT_FROM_01
     assert plan["05_qlora_cosmos_qa.ipynb"]["source"] == pipeline.COSMOS_PT_FROM_01
-    assert plan["06_accuracy_analysis.ipynb"]["data"] == plan["06_accuracy_analysis.ipynb"]["train_data"] == \
-        pipeline.COSMOS_PT_FROM_01
-    assert dict(pipeline.plan("full", only=["03"]))["03_format_cosmos_qa_prompts.ipynb"]["source"] == \
-        pipeline.COSMOS_PT_HUB
+    assert (
+        plan["06_accuracy_analysis.ipynb"]["data"]
+        == plan["06_accuracy_analysis.ipynb"]["train_data"]
+        == pipeline.COSMOS_PT_FROM_01
+    )
+    assert (
+        dict(pipeline.plan("full", only=["03"]))["03_format_cosmos_qa_prompts.ipynb"]["source"]
+        == pipeline.COSMOS_PT_HUB
+    )
     assert dict(pipeline.plan("full", only=["01"]))["01_translate_cosmos_qa.ipynb"]["backend"] == "mt"  # no key

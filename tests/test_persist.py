@@ -1,18 +1,19 @@
 """Runs that outlive a Colab runtime (issue 17): checkpoints and caches in a persist dir survive a lost runtime and a
 damaged newest checkpoint; TensorBoard events are written and readable; adapters leave with a model card that
 validates; pushing to the Hub sends exactly what the dry run lists."""
+
 import json
 import os
-from collections import Counter
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import pytest
 
-from lib import data, hub, paths, pipeline, report, synthetic, train
+from lib import data, hub, paths, pipeline, synthetic, train
 from tests.chat_server import ChatServer
 
 ROOT = paths.ROOT
@@ -34,10 +35,35 @@ def test_lost_runtime_resumes_from_the_persist_dir_past_a_damaged_checkpoint(tmp
     for split, ds in synthetic.generate(seed=7, sizes={"train": 16, "validation": 4}).items():
         data.write_jsonl(ds, source / f"{split}.jsonl")
     out, persist = tmp_path / "clone" / "run", tmp_path / "drive" / "run"
-    command = [sys.executable, "-m", "lib.train", "--preset", "zephyr-cosmosqa", "--hardware", "smoke",
-               "--model", "embedded-small", "--source", str(source), "--output-dir", str(out),
-               "--persist-dir", str(persist), "--max-steps", "6", "--save-steps", "2", "--eval-steps", "2",
-               "--validation-rows", "4", "--batch-size", "2", "--per-device-batch", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "lib.train",
+        "--preset",
+        "zephyr-cosmosqa",
+        "--hardware",
+        "smoke",
+        "--model",
+        "embedded-small",
+        "--source",
+        str(source),
+        "--output-dir",
+        str(out),
+        "--persist-dir",
+        str(persist),
+        "--max-steps",
+        "6",
+        "--save-steps",
+        "2",
+        "--eval-steps",
+        "2",
+        "--validation-rows",
+        "4",
+        "--batch-size",
+        "2",
+        "--per-device-batch",
+        "2",
+    ]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for(persist / "checkpoint-4" / hub.COMPLETE, process)
     os.kill(process.pid, signal.SIGKILL)
@@ -103,12 +129,29 @@ def test_translation_resumes_from_the_persist_dir_on_a_fresh_clone(tmp_path):
         persist = tmp_path / "drive"
 
         def command(out):
-            return [sys.executable, "-m", "lib.translate", "--source", str(sample), "--output-dir", str(out),
-                    "--backend", "openai", "--model", "m", "--base-url", server.base_url, "--workers", "2",
-                    "--persist-dir", str(persist)]
+            return [
+                sys.executable,
+                "-m",
+                "lib.translate",
+                "--source",
+                str(sample),
+                "--output-dir",
+                str(out),
+                "--backend",
+                "openai",
+                "--model",
+                "m",
+                "--base-url",
+                server.base_url,
+                "--workers",
+                "2",
+                "--persist-dir",
+                str(persist),
+            ]
 
-        process = subprocess.Popen(command(tmp_path / "clone1"), cwd=ROOT, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command(tmp_path / "clone1"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 120
         while len(server.requests) < 10 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -126,8 +169,11 @@ def test_translation_resumes_from_the_persist_dir_on_a_fresh_clone(tmp_path):
     assert len(data.read_jsonl(tmp_path / "clone2" / "train.jsonl")) == 44
 
 
-@pytest.mark.parametrize("adapter", sorted((paths.ROOT / "results" / "smoke").glob("*/adapter/final_adapter")),
-                         ids=lambda p: p.parents[1].name)
+@pytest.mark.parametrize(
+    "adapter",
+    sorted((paths.ROOT / "results" / "smoke").glob("*/adapter/final_adapter")),
+    ids=lambda p: p.parents[1].name,
+)
 def test_committed_adapters_carry_a_card_whose_metadata_validates(adapter):
     from huggingface_hub import ModelCard
 
@@ -136,14 +182,23 @@ def test_committed_adapters_carry_a_card_whose_metadata_validates(adapter):
     assert card.data.library_name == "peft" and card.data.language == ["pt"]
     assert card.data.eval_results, "the 06/07 results are in model-index"
     assert all(r.metric_value is not None and r.dataset_split for r in card.data.eval_results)
-    for section in ("## Training", "**Base model**", "**Data**", "**Prompt format**", "**LoRA**",
-                    "**Hyperparameters**", "## Results and limitations", "## Loading"):
+    for section in (
+        "## Training",
+        "**Base model**",
+        "**Data**",
+        "**Prompt format**",
+        "**LoRA**",
+        "**Hyperparameters**",
+        "## Results and limitations",
+        "## Loading",
+    ):
         assert section in committed
     assert hub.model_card(adapter) == committed, "run `python -m lib.report` (the cards follow the results)"
 
 
 class FakeHub:
     """Stands in for huggingface_hub.HfApi: records what would be sent."""
+
     calls: list = []
 
     def __init__(self, token=None):
@@ -155,8 +210,11 @@ class FakeHub:
     def upload_folder(self, repo_id, folder_path, allow_patterns, commit_message):
         import fnmatch
 
-        sent = sorted(p.name for p in __import__("pathlib").Path(folder_path).iterdir()
-                      if any(fnmatch.fnmatch(p.name, pattern) for pattern in allow_patterns))
+        sent = sorted(
+            p.name
+            for p in __import__("pathlib").Path(folder_path).iterdir()
+            if any(fnmatch.fnmatch(p.name, pattern) for pattern in allow_patterns)
+        )
         FakeHub.calls.append(("upload_folder", repo_id, sent))
         return "https://huggingface.co/commit"
 
@@ -180,10 +238,30 @@ def test_push_sends_exactly_what_the_dry_run_lists_privately(tmp_path, monkeypat
 
 def test_push_dry_run_lists_the_uploads_without_a_network(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
-    result = subprocess.run([sys.executable, "-m", "lib.train", "--preset", "sabia-canarim", "--hardware", "rtx3090",
-                             "--output-dir", str(tmp_path / "run"), "--persist-dir", str(tmp_path / "drive"),
-                             "--push-to-hub", "me/sabia-canarim-lora", "--hub-checkpoints", "--dry-run"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300, env={**env, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lib.train",
+            "--preset",
+            "sabia-canarim",
+            "--hardware",
+            "rtx3090",
+            "--output-dir",
+            str(tmp_path / "run"),
+            "--persist-dir",
+            str(tmp_path / "drive"),
+            "--push-to-hub",
+            "me/sabia-canarim-lora",
+            "--hub-checkpoints",
+            "--dry-run",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     plan = json.loads(result.stdout)
     uploads = plan["uploads"]

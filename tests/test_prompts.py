@@ -2,8 +2,16 @@ import pytest
 
 from lib import prompts
 
-ROW = {"id": "q1", "contexto": "Ana mora em Recife.", "pergunta": "Onde Ana mora?",
-       "A": "Em Natal.", "B": "Em Recife.", "C": "Em Belém.", "D": "Nenhuma das opções acima.", "Label": "B"}
+ROW = {
+    "id": "q1",
+    "contexto": "Ana mora em Recife.",
+    "pergunta": "Onde Ana mora?",
+    "A": "Em Natal.",
+    "B": "Em Recife.",
+    "C": "Em Belém.",
+    "D": "Nenhuma das opções acima.",
+    "Label": "B",
+}
 
 
 @pytest.mark.parametrize("tok_fixture, eos", [("gemma_tokenizer", "<eos>"), ("smol_tokenizer", "<|im_end|>")])
@@ -12,19 +20,21 @@ def test_alpaca_pt_without_input_is_byte_exact(request, tok_fixture, eos):
     out = prompts.format_alpaca_pt({"instruction": "Liste três frutas.", "input": "", "output": "1. Caju"}, tokenizer)
     expected_prompt = (
         "Abaixo está uma instrução que descreve uma tarefa. Escreva uma resposta que conclua adequadamente a "
-        "solicitação.\n\n### Instrução:\nListe três frutas.\n\n### Resposta:\n")
+        "solicitação.\n\n### Instrução:\nListe três frutas.\n\n### Resposta:\n"
+    )
     assert out["prompt"] == expected_prompt
     assert out["completion"] == "1. Caju" + eos
     assert out["text"] == expected_prompt + "1. Caju" + eos
 
 
 def test_alpaca_pt_with_input_is_byte_exact(gemma_tokenizer):
-    row = {"instruction": "Resuma o texto.", "input": "Choveu \"muito\" em São Paulo.", "output": "Choveu."}
+    row = {"instruction": "Resuma o texto.", "input": 'Choveu "muito" em São Paulo.', "output": "Choveu."}
     out = prompts.format_alpaca_pt(row, gemma_tokenizer)
     assert out["text"] == (
         "Abaixo está uma instrução que descreve uma tarefa, emparelhada com uma entrada que fornece mais contexto. "
         "Escreva uma resposta que conclua adequadamente a solicitação.\n\n### Instrução:\nResuma o texto.\n\n"
-        "### Entrada:\nChoveu \"muito\" em São Paulo.\n\n### Resposta:\nChoveu.<eos>")
+        '### Entrada:\nChoveu "muito" em São Paulo.\n\n### Resposta:\nChoveu.<eos>'
+    )
 
 
 def test_whitespace_only_input_uses_the_template_without_input(gemma_tokenizer):
@@ -46,8 +56,9 @@ def test_a_tokenizer_without_eos_is_refused(gemma_tokenizer):
 def test_cosmos_training_and_inference_render_the_same_prefix(request, tok_fixture):
     tokenizer = request.getfixturevalue(tok_fixture)
     out = prompts.render_cosmos(ROW, tokenizer)
-    inference = tokenizer.apply_chat_template(prompts.cosmos_messages(ROW, with_answer=False), tokenize=False,
-                                              add_generation_prompt=True)
+    inference = tokenizer.apply_chat_template(
+        prompts.cosmos_messages(ROW, with_answer=False), tokenize=False, add_generation_prompt=True
+    )
     training = tokenizer.apply_chat_template(prompts.cosmos_messages(ROW), tokenize=False)
     assert out["prompt"] == inference
     assert out["prompt"] + out["completion"] == out["text"] == training

@@ -1,6 +1,7 @@
 """The 7B path rehearsed on CPU (issue 16): the presets' twins carry the real architectures and tokenizers, the
 project's tokenizer route reproduces published ids, and `--profile rehearsal` runs notebooks 02-08 with the full
 profile's parameters end to end, its checks passing."""
+
 import hashlib
 import json
 import os
@@ -24,20 +25,32 @@ def test_tokenizer_route_reproduces_every_published_id_sequence(real):
         assert parity["default_route_matched"] < parity["reference_strings"]
 
 
-@pytest.mark.parametrize("real, cls, model_type", [("sabia-7b", "LlamaForCausalLM", "llama"),
-                                                    ("zephyr-7b-beta", "MistralForCausalLM", "mistral")])
+@pytest.mark.parametrize(
+    "real, cls, model_type",
+    [("sabia-7b", "LlamaForCausalLM", "llama"), ("zephyr-7b-beta", "MistralForCausalLM", "mistral")],
+)
 def test_twins_have_the_real_architecture_and_tokenizer_settings(real, cls, model_type):
     folder = models.twin_folder(models.PRESETS[rehearsal.TWINS[real]])
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     published = models.ARCHITECTURES[real]
     assert config["architectures"] == [cls] and config["model_type"] == model_type
     assert config["num_hidden_layers"] == 2 and config["hidden_size"] == 64
-    for key in ("vocab_size", "rope_theta", "max_position_embeddings", "rms_norm_eps", "sliding_window",
-                "tie_word_embeddings", "bos_token_id", "eos_token_id"):
+    for key in (
+        "vocab_size",
+        "rope_theta",
+        "max_position_embeddings",
+        "rms_norm_eps",
+        "sliding_window",
+        "tie_word_embeddings",
+        "bos_token_id",
+        "eos_token_id",
+    ):
         got = config["rope_parameters"][key] if key == "rope_theta" else config.get(key)  # transformers 5 layout
         assert got == published.get(key), key
-    assert (config["num_key_value_heads"] / config["num_attention_heads"]
-            == published["num_key_value_heads"] / published["num_attention_heads"])
+    assert (
+        config["num_key_value_heads"] / config["num_attention_heads"]
+        == published["num_key_value_heads"] / published["num_attention_heads"]
+    )
     spm = models.SENTENCEPIECE_FILES[real]
     assert hashlib.sha256((folder / "tokenizer.model").read_bytes()).hexdigest() == spm.sha256
     tokenizer = models.load_tokenizer(rehearsal.TWINS[real])
@@ -55,8 +68,9 @@ def test_twins_have_the_real_architecture_and_tokenizer_settings(real, cls, mode
 
 def test_chat_templates_that_render_their_bos_are_left_alone(gemma_tokenizer):
     assert gemma_tokenizer.chat_template.startswith("{{ bos_token }}")
-    rendered = gemma_tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=True,
-                                                   return_dict=True)["input_ids"]
+    rendered = gemma_tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=True, return_dict=True)[
+        "input_ids"
+    ]
     assert rendered.count(gemma_tokenizer.bos_token_id) == 1
 
 
@@ -118,8 +132,11 @@ def test_the_rehearsal_is_the_full_profile_with_listed_replacements_only():
         for key, value in params.items():  # every full setting is kept, or replaced and listed
             same = rehearsal_profile[number][key] == value
             assert same or (number, key) in listed
-            assert same or pipeline.REHEARSAL_REPLACES.get(value) == rehearsal_profile[number][key] \
+            assert (
+                same
+                or pipeline.REHEARSAL_REPLACES.get(value) == rehearsal_profile[number][key]
                 or key in pipeline.REHEARSAL_LIMITS.get(number, {})
+            )
     for number in ("04", "05"):  # the full hardware settings, not the smoke ones
         assert rehearsal_profile[number]["hardware"] == "colab-a100"
 
@@ -149,22 +166,38 @@ def test_cpu_substitutions_are_listed_for_gpu_hardware_only():
 def test_rehearsal_profile_runs_the_full_path_on_the_twins(tmp_path):
     """`python -m lib.pipeline --profile rehearsal`: notebooks 02-08, then the checks; a failed check fails the run."""
     env = {**os.environ, "PTLLM_RESULTS_DIR": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-m", "lib.pipeline", "--profile", "rehearsal"], cwd=paths.ROOT,
-                            env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "lib.pipeline", "--profile", "rehearsal"],
+        cwd=paths.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     record = json.loads((tmp_path / "rehearsal" / "pipeline.json").read_text(encoding="utf-8"))
     assert record["ok"] and all(c["ok"] for c in record["checks"]), record["checks"]
     names = {c["check"] for c in record["checks"]}
-    assert {"sabia_alpaca_labels_end_in_eos_and_pad_differs", "zephyr_prompts_render_as_zephyrs_template",
-            "letters_scoring_finds_four_distinct_letter_ids", "generate_stops_at_eos[sabia-7b]",
-            "lm_eval_renders_notebook_06_ids[letters]", "tokenizer_parity[sabia-7b]"} <= names
-    assert sorted(record["notebooks"]) == [nb.stem for nb in pipeline.notebooks(pipeline.PROFILE_NOTEBOOKS["rehearsal"])]
+    assert {
+        "sabia_alpaca_labels_end_in_eos_and_pad_differs",
+        "zephyr_prompts_render_as_zephyrs_template",
+        "letters_scoring_finds_four_distinct_letter_ids",
+        "generate_stops_at_eos[sabia-7b]",
+        "lm_eval_renders_notebook_06_ids[letters]",
+        "tokenizer_parity[sabia-7b]",
+    } <= names
+    assert sorted(record["notebooks"]) == [
+        nb.stem for nb in pipeline.notebooks(pipeline.PROFILE_NOTEBOOKS["rehearsal"])
+    ]
     assert record["replaced"] == json.loads(json.dumps(pipeline.rehearsal_replacements()))
     assert set(record["token_lengths"]) == {"sabia-7b-tiny", "zephyr-7b-beta-tiny"}
     if not __import__("torch").cuda.is_available():
         assert {r["setting"] for r in record["cpu_substitutions"]["04_qlora_canarim"]} >= {"precision", "optimizer"}
-    adapter = json.loads((tmp_path / "rehearsal" / "05_qlora_cosmos_qa" / "adapter" / "final_adapter" /
-                          "adapter_config.json").read_text(encoding="utf-8"))
+    adapter = json.loads(
+        (tmp_path / "rehearsal" / "05_qlora_cosmos_qa" / "adapter" / "final_adapter" / "adapter_config.json").read_text(
+            encoding="utf-8"
+        )
+    )
     assert adapter["base_model_name_or_path"] == "zephyr-7b-beta-tiny"
     assert set(adapter["target_modules"]) == set(train.config_for("zephyr-cosmosqa").lora_targets)
 
@@ -178,13 +211,22 @@ def test_committed_rehearsal_results():
 
 
 def test_gpu_first_run_script_dry_run_on_cpu():
-    result = subprocess.run(["bash", "scripts/gpu_first_run.sh", "--dry-run"], cwd=paths.ROOT, capture_output=True,
-                            text=True, timeout=600, env={**os.environ, "PY": sys.executable})
+    result = subprocess.run(
+        ["bash", "scripts/gpu_first_run.sh", "--dry-run"],
+        cwd=paths.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PY": sys.executable},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert '"cuda_available": false' in out or '"cuda_available": true' in out
-    for command in ("-m lib.fitcheck --environment --out results/gpu/environment.json",
-                    "-m lib.fitcheck --all --steps 2 --out results/gpu/fitcheck.json",
-                    "PTLLM_RESULTS_DIR=results/gpu", "-m lib.pipeline --profile rehearsal"):
+    for command in (
+        "-m lib.fitcheck --environment --out results/gpu/environment.json",
+        "-m lib.fitcheck --all --steps 2 --out results/gpu/fitcheck.json",
+        "PTLLM_RESULTS_DIR=results/gpu",
+        "-m lib.pipeline --profile rehearsal",
+    ):
         assert command in out
     assert "02_format_canarim_prompts.ipynb" in out and "fit check plan: ok" in out

@@ -1,4 +1,5 @@
 """The committed smoke results say where every number came from, and the letters accuracies reproduce."""
+
 import json
 import os
 import subprocess
@@ -38,8 +39,9 @@ BINARY = (".png", ".safetensors", ".bin", ".pt", ".pth", ".parquet", ".arrow")
 def test_no_committed_result_names_a_machine_path():
     """Every tracked text file under results/ (metrics, summaries, pipeline.json, model and dataset cards) is free of
     absolute paths: a home, temp, Colab or Drive folder, a Windows drive path, `~/`, or this checkout's own folder."""
-    tracked = subprocess.run(["git", "ls-files", "results"], cwd=paths.ROOT, capture_output=True, text=True,
-                             check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "results"], cwd=paths.ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert len(tracked) > 50
     found = []
     for name in tracked:
@@ -50,33 +52,52 @@ def test_no_committed_result_names_a_machine_path():
     assert not found, "absolute machine paths in committed results:\n" + "\n".join(found[:20])
 
 
-@pytest.mark.parametrize("text, hit", [
-    ('"checkpoints": "/home/ana/lab/results/smoke/04/adapter"', "/home/ana/lab/results/smoke/04/adapter"),
-    ('"resumed_from": "/content/drive/MyDrive/lab/x/checkpoint-2"', "/content/drive/MyDrive/lab/x/checkpoint-2"),
-    ('"dir": "/tmp/pytest-1/run"', "/tmp/pytest-1/run"), ('"dir": "C:\\\\Users\\\\ana\\\\run"', "C:\\\\Users"),
-    ("see ~/runs/x", "~/runs/x"),
-])
+@pytest.mark.parametrize(
+    "text, hit",
+    [
+        ('"checkpoints": "/home/ana/lab/results/smoke/04/adapter"', "/home/ana/lab/results/smoke/04/adapter"),
+        ('"resumed_from": "/content/drive/MyDrive/lab/x/checkpoint-2"', "/content/drive/MyDrive/lab/x/checkpoint-2"),
+        ('"dir": "/tmp/pytest-1/run"', "/tmp/pytest-1/run"),
+        ('"dir": "C:\\\\Users\\\\ana\\\\run"', "C:\\\\Users"),
+        ("see ~/runs/x", "~/runs/x"),
+    ],
+)
 def test_the_scan_finds_machine_paths(text, hit):
     assert any(h.startswith(hit) for h in paths.machine_paths(text)), paths.machine_paths(text)
 
 
-@pytest.mark.parametrize("text", ["results/smoke/04_qlora_canarim/adapter", "https://huggingface.co/datasets/x/home/y",
-                                  "allenai/cosmos_qa", "persist_dir/smoke/04/final_adapter", "ratio 3/4 and 1/2"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "results/smoke/04_qlora_canarim/adapter",
+        "https://huggingface.co/datasets/x/home/y",
+        "allenai/cosmos_qa",
+        "persist_dir/smoke/04/final_adapter",
+        "ratio 3/4 and 1/2",
+    ],
+)
 def test_the_scan_leaves_repo_paths_urls_and_hub_ids_alone(text):
     assert paths.machine_paths(text) == []
 
 
-@pytest.mark.parametrize("path, anchors, written", [
-    (paths.ROOT / "results" / "smoke" / "x" / "adapter", {}, "results/smoke/x/adapter"),
-    ("/content/drive/MyDrive/lab/smoke/04/checkpoint-2", {"persist_dir": "/content/drive/MyDrive/lab"},
-     "persist_dir/smoke/04/checkpoint-2"),
-    ("/tmp/run/checkpoint-2", {"output_dir": "/tmp/run"}, "output_dir/checkpoint-2"),
-    ("/tmp/run", {"output_dir": "/tmp/run", "persist_dir": None}, "output_dir"),
-    ("/home/ana/data.jsonl", {}, "<outside the repository>/data.jsonl"),
-    ("C:\\Users\\ana\\data.jsonl", {}, "<outside the repository>/data.jsonl"),
-    ("allenai/cosmos_qa", {}, "allenai/cosmos_qa"), ("data/samples/canarim.jsonl", {}, "data/samples/canarim.jsonl"),
-    (None, {}, None),
-])
+@pytest.mark.parametrize(
+    "path, anchors, written",
+    [
+        (paths.ROOT / "results" / "smoke" / "x" / "adapter", {}, "results/smoke/x/adapter"),
+        (
+            "/content/drive/MyDrive/lab/smoke/04/checkpoint-2",
+            {"persist_dir": "/content/drive/MyDrive/lab"},
+            "persist_dir/smoke/04/checkpoint-2",
+        ),
+        ("/tmp/run/checkpoint-2", {"output_dir": "/tmp/run"}, "output_dir/checkpoint-2"),
+        ("/tmp/run", {"output_dir": "/tmp/run", "persist_dir": None}, "output_dir"),
+        ("/home/ana/data.jsonl", {}, "<outside the repository>/data.jsonl"),
+        ("C:\\Users\\ana\\data.jsonl", {}, "<outside the repository>/data.jsonl"),
+        ("allenai/cosmos_qa", {}, "allenai/cosmos_qa"),
+        ("data/samples/canarim.jsonl", {}, "data/samples/canarim.jsonl"),
+        (None, {}, None),
+    ],
+)
 def test_paths_are_written_portably(path, anchors, written):
     assert paths.portable(path, **anchors) == written
     assert not paths.machine_paths(str(written))
@@ -92,8 +113,9 @@ def rescore(folder: str) -> None:
     comparison = _committed("comparison.json")
     questions, _ = data.load(paths.resolve_source(comparison["data"]), "cosmos_qa_pt", splits=[comparison["split"]])
     rows = list(questions[comparison["split"]])
-    net, tokenizer = inference.load_for_eval(comparison["model"], comparison["tuned_adapter"],
-                                             quantize_4bit=comparison["load_in_4bit"])
+    net, tokenizer = inference.load_for_eval(
+        comparison["model"], comparison["tuned_adapter"], quantize_4bit=comparison["load_in_4bit"]
+    )
     data.write_jsonl(evaluate.evaluate_mc(net, tokenizer, rows, "letters"), f"{folder}/tuned.jsonl")
     with net.disable_adapter():
         data.write_jsonl(evaluate.evaluate_mc(net, tokenizer, rows, "letters"), f"{folder}/base.jsonl")
@@ -112,8 +134,12 @@ def rescored(tmp_path_factory):
     CPU: the committed runs used this machine's own)."""
     folder = tmp_path_factory.mktemp("rescored")
     env = {**os.environ, "ATEN_CPU_CAPABILITY": _other_kernel_level()}
-    subprocess.run([sys.executable, "-c", f"from tests.test_results import rescore; rescore({str(folder)!r})"],
-                   cwd=paths.ROOT, env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-c", f"from tests.test_results import rescore; rescore({str(folder)!r})"],
+        cwd=paths.ROOT,
+        env=env,
+        check=True,
+    )
     return folder
 
 
@@ -123,7 +149,9 @@ def test_committed_letters_predictions_reproduce(side, rescored):
     counts of correct answers agree with comparison.json."""
     comparison = _committed("comparison.json")
     assert comparison["mode"] == "letters"
-    committed = data.read_jsonl(SMOKE / "06_accuracy_analysis" / ("base/" if side == "base" else "") / "predictions.jsonl")
+    committed = data.read_jsonl(
+        SMOKE / "06_accuracy_analysis" / ("base/" if side == "base" else "") / "predictions.jsonl"
+    )
     assert len(committed) == comparison["n"]
     assert sum(p["correct"] for p in committed) == round(comparison[f"{side}_accuracy"] * comparison["n"])
     report = evaluate.reproduction(committed, data.read_jsonl(rescored / f"{side}.jsonl"))
@@ -133,8 +161,11 @@ def test_committed_letters_predictions_reproduce(side, rescored):
 
 def test_reproduction_allows_flips_only_on_near_ties():
     def run(*answers):
-        return [{"id": str(i), "pred": max(p, key=p.get), "probs": p, "correct": max(p, key=p.get) == "A"}
-                for i, p in enumerate(answers)]
+        return [
+            {"id": str(i), "pred": max(p, key=p.get), "probs": p, "correct": max(p, key=p.get) == "A"}
+            for i, p in enumerate(answers)
+        ]
+
     committed = run({"A": 0.4, "B": 0.3, "C": 0.2, "D": 0.1}, {"A": 0.3, "B": 0.3 - 1e-4, "C": 0.2, "D": 0.2 + 1e-4})
     near_tie_moved = run({"A": 0.4, "B": 0.3, "C": 0.2, "D": 0.1}, {"A": 0.3 - 1e-4, "B": 0.3, "C": 0.2, "D": 0.2})
     report = evaluate.reproduction(committed, near_tie_moved)
@@ -150,15 +181,22 @@ def test_the_readme_table_is_the_committed_results():
     readme = (paths.ROOT / "README.md").read_text(encoding="utf-8")
     assert report.readme_with_table(readme, report.summary_table(SMOKE)) == readme, "run `python -m lib.report`"
     table = report.bench_table(SMOKE)
-    assert report.readme_with_table(readme, table, report.BENCH_START, report.BENCH_END) == readme, \
+    assert report.readme_with_table(readme, table, report.BENCH_START, report.BENCH_END) == readme, (
         "run `python -m lib.report`"
+    )
     assert len(table.splitlines()) == 2 + len(report.BENCH_ROWS)  # every benchmark has a committed result
 
 
 def test_the_eval_benchmark_records_the_shared_prompt_rows():
     bench = json.loads((SMOKE / "bench" / "eval_throughput.json").read_text(encoding="utf-8"))
-    for key in ("ratio", "target", "ratio_shared_vs_options", "ratio_shared_vs_lm_eval_options",
-                "same_predictions_shared", "same_predictions"):
+    for key in (
+        "ratio",
+        "target",
+        "ratio_shared_vs_options",
+        "ratio_shared_vs_lm_eval_options",
+        "same_predictions_shared",
+        "same_predictions",
+    ):
         assert key in bench, key
     assert bench["same_predictions_shared"] is True and bench["same_predictions"] is True
 

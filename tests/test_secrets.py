@@ -3,8 +3,15 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKEN_PATTERNS = [re.compile(p) for p in (r"hf_[A-Za-z0-9]{30,}", r"sk-(?:proj-)?[A-Za-z0-9_-]{32,}",
-                                          r"gh[pousr]_[A-Za-z0-9]{36,}", r"AKIA[0-9A-Z]{16}")]
+TOKEN_PATTERNS = [
+    re.compile(p)
+    for p in (
+        r"hf_[A-Za-z0-9]{30,}",
+        r"sk-(?:proj-)?[A-Za-z0-9_-]{32,}",
+        r"gh[pousr]_[A-Za-z0-9]{36,}",
+        r"AKIA[0-9A-Z]{16}",
+    )
+]
 
 
 def find_tokens(text: str) -> list[str]:
@@ -12,8 +19,13 @@ def find_tokens(text: str) -> list[str]:
 
 
 def repo_files() -> list[Path]:
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.splitlines()
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     return [ROOT / name for name in listed if (ROOT / name).is_file()]
 
 
@@ -26,8 +38,11 @@ def test_the_detector_recognises_tokens():
 def test_no_access_token_is_committed():
     files = repo_files()
     assert files, "git lists no files"
-    leaks = {str(p.relative_to(ROOT)): find_tokens(p.read_text(errors="ignore")) for p in files
-             if p.stat().st_size < 5_000_000}
+    leaks = {
+        str(p.relative_to(ROOT)): find_tokens(p.read_text(errors="ignore"))
+        for p in files
+        if p.stat().st_size < 5_000_000
+    }
     assert not {k: v for k, v in leaks.items() if v}, "access tokens in the repo: use HF_TOKEN/OPENAI_API_KEY env vars"
 
 

@@ -2,8 +2,8 @@ import pytest
 
 from lib import data, evaluate, hub, inference, memory, models, paths, prompts, synthetic, train
 
-
 # ---------------------------------------------------------------- presets on the real architectures (meta device)
+
 
 def test_sabia_preset_reproduces_the_prior_trainable_parameter_count():
     assert memory.lora_parameter_count(train.config_for("sabia-canarim")) == 25_165_824
@@ -11,7 +11,8 @@ def test_sabia_preset_reproduces_the_prior_trainable_parameter_count():
 
 def test_zephyr_presets_parameter_counts():
     assert memory.lora_parameter_count(train.config_for("zephyr-cosmosqa")) == 32 * (
-        2 * 16 * (4096 + 4096) + 2 * 16 * (4096 + 1024) + 2 * 16 * (4096 + 14336))
+        2 * 16 * (4096 + 4096) + 2 * 16 * (4096 + 1024) + 2 * 16 * (4096 + 14336)
+    )
     v2 = train.config_for("zephyr-cosmosqa-v2")
     assert v2.lora_r == 32 and v2.epochs == 3 and v2.learning_rate == 4e-5  # inherits the rest
     assert memory.lora_parameter_count(v2) == 2 * memory.lora_parameter_count(train.config_for("zephyr-cosmosqa"))
@@ -31,31 +32,38 @@ def test_hardware_variants_keep_the_effective_batch():
 
 # ---------------------------------------------------------------- memory estimator
 
+
 def test_memory_estimator_on_known_cases():
     rtx = memory.memory_estimate(train.config_for("zephyr-cosmosqa", "rtx3090"))
     assert 3.5 < rtx["weights"] < 5.0  # 7.2B parameters in 4-bit, embeddings in 16-bit
     assert rtx["fits"] and rtx["total"] < 24
     # The same batch without checkpointing on a 24 GB card: the estimator must warn.
-    no_ckpt = memory.memory_estimate(train.config_for("zephyr-cosmosqa", "rtx3090", per_device_batch=16,
-                                                     gradient_checkpointing=False))
+    no_ckpt = memory.memory_estimate(
+        train.config_for("zephyr-cosmosqa", "rtx3090", per_device_batch=16, gradient_checkpointing=False)
+    )
     assert not no_ckpt["fits"] and "exceeds" in no_ckpt["warning"]
-    base = dict(n_params=7_000_000_000, vocab=32000, hidden=4096, layers=32, lora_params=20_000_000, batch=4,
-                seq_len=512)
+    base = dict(
+        n_params=7_000_000_000, vocab=32000, hidden=4096, layers=32, lora_params=20_000_000, batch=4, seq_len=512
+    )
     with_ckpt = memory.estimate_memory_gb(**base, gradient_checkpointing=True)
     without = memory.estimate_memory_gb(**base, gradient_checkpointing=False)
     assert with_ckpt["activations"] < without["activations"] and with_ckpt["weights"] == without["weights"]
-    assert memory.estimate_memory_gb(**{**base, "batch": 8}, gradient_checkpointing=False)["activations"] == \
-        pytest.approx(2 * without["activations"], rel=0.01)
+    assert memory.estimate_memory_gb(**{**base, "batch": 8}, gradient_checkpointing=False)[
+        "activations"
+    ] == pytest.approx(2 * without["activations"], rel=0.01)
     assert memory.memory_estimate(train.config_for("zephyr-cosmosqa", "smoke"))["total"] is None
 
 
 # ---------------------------------------------------------------- a real collated batch
 
+
 @pytest.fixture(scope="module")
 def trainers(tmp_path_factory):
     """A real SFTTrainer (4-bit embedded model + LoRA) per task, on 4 examples."""
-    sources = {"sabia-canarim": lambda cfg: train.load_task_data(cfg)[0]["train"],
-               "zephyr-cosmosqa": lambda cfg: synthetic.generate(seed=2, sizes={"train": 4})["train"]}
+    sources = {
+        "sabia-canarim": lambda cfg: train.load_task_data(cfg)[0]["train"],
+        "zephyr-cosmosqa": lambda cfg: synthetic.generate(seed=2, sizes={"train": 4})["train"],
+    }
     out = {}
     for preset, rows_for in sources.items():
         cfg = train.config_for(preset, "smoke", per_device_batch=4, eval_steps=1000, save_steps=1000)
@@ -81,10 +89,10 @@ def test_canarim_batch_supervises_only_the_completion_and_keeps_eos(trainers):
         n_prompt = len(tokenizer(formatted["prompt"])["input_ids"])
         labels, ids, mask = batch["labels"][i].tolist(), batch["input_ids"][i].tolist(), batch["attention_mask"][i]
         real = int(mask.sum())
-        assert all(l == -100 for l in labels[:n_prompt]), "prompt tokens must not be supervised"
-        supervised = [l for l in labels if l != -100]
+        assert all(label == -100 for label in labels[:n_prompt]), "prompt tokens must not be supervised"
+        supervised = [label for label in labels if label != -100]
         assert supervised and supervised[-1] == tokenizer.eos_token_id, "the last supervised label is EOS"
-        assert all(l == -100 for l in labels[real:]), "padding must not be supervised"
+        assert all(label == -100 for label in labels[real:]), "padding must not be supervised"
         assert ids[:real].count(tokenizer.eos_token_id) == supervised.count(tokenizer.eos_token_id) == 1
         # Training sees exactly the text inference renders (lib.prompts), tokenized the same way (BOS included).
         assert ids[:real] == tokenizer(formatted["text"])["input_ids"]
@@ -114,18 +122,31 @@ def test_scoring_only_supervised_positions_gives_the_same_loss(trainers):
 def test_every_lora_weight_still_learns_after_an_evaluation(tmp_path):
     """Regression: bitsandbytes' CPU inference packing (taken in eval mode) cut every gradient through 4-bit layers
     after the first evaluation, silently freezing the LoRA weights upstream of them."""
-    import torch
     from transformers import TrainerCallback
 
-    cfg = train.config_for("sabia-canarim", "smoke", model="embedded-small", max_steps=3, eval_steps=1,
-                           save_steps=1000, per_device_batch=2, batch_size=2, warmup_steps=0, train_rows=6,
-                           validation_rows=2)
+    cfg = train.config_for(
+        "sabia-canarim",
+        "smoke",
+        model="embedded-small",
+        max_steps=3,
+        eval_steps=1,
+        save_steps=1000,
+        per_device_batch=2,
+        batch_size=2,
+        warmup_steps=0,
+        train_rows=6,
+        validation_rows=2,
+    )
     splits, _ = train.load_task_data(cfg)
     tokenizer = models.load_tokenizer(cfg.model)
     train.prepare_pad_token(tokenizer)
-    trainer = train.build_trainer(cfg, train.training_examples(splits["train"], cfg, tokenizer),
-                                  train.training_examples(splits["validation"], cfg, tokenizer), tmp_path,
-                                  tokenizer=tokenizer)
+    trainer = train.build_trainer(
+        cfg,
+        train.training_examples(splits["train"], cfg, tokenizer),
+        train.training_examples(splits["validation"], cfg, tokenizer),
+        tmp_path,
+        tokenizer=tokenizer,
+    )
     missing = []
 
     class GradientCheck(TrainerCallback):
@@ -164,13 +185,13 @@ def test_cosmos_batch_matches_the_inference_rendering(trainers):
         ids, labels = batch["input_ids"][i].tolist()[:real], batch["labels"][i].tolist()
         assert ids == tokenizer(rendered["text"], add_special_tokens=False)["input_ids"]
         n_prompt = len(tokenizer(rendered["prompt"], add_special_tokens=False)["input_ids"])
-        assert all(l == -100 for l in labels[:n_prompt])
-        supervised = tokenizer.decode([l for l in labels if l != -100])
+        assert all(label == -100 for label in labels[:n_prompt])
+        supervised = tokenizer.decode([label for label in labels if label != -100])
         assert supervised.startswith(f"Alternativa {row['Label']}") and end_of_turn in labels
-        assert all(l == -100 for l in labels[real:])
+        assert all(label == -100 for label in labels[real:])
         # the letters scorer reads the answer at exactly the position training supervises
         prefix, letter_ids = evaluate.letter_tokens(tokenizer, rendered["prompt"])
-        assert ids[:len(prefix)] == prefix and labels[len(prefix)] == letter_ids["ABCD".index(row["Label"])]
+        assert ids[: len(prefix)] == prefix and labels[len(prefix)] == letter_ids["ABCD".index(row["Label"])]
 
 
 def test_overlong_examples_are_dropped_and_reported(trainers):
@@ -209,9 +230,31 @@ def test_training_killed_after_a_checkpoint_resumes_and_ends_at_the_planned_step
     for split, ds in synthetic.generate(seed=7, sizes={"train": 12, "validation": 2}).items():
         data.write_jsonl(ds, source / f"{split}.jsonl")
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "lib.train", "--preset", "zephyr-cosmosqa", "--hardware", "smoke",
-               "--model", "embedded-small", "--source", str(source), "--output-dir", str(out), "--max-steps", "4",
-               "--save-steps", "2", "--eval-steps", "100", "--batch-size", "2", "--per-device-batch", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "lib.train",
+        "--preset",
+        "zephyr-cosmosqa",
+        "--hardware",
+        "smoke",
+        "--model",
+        "embedded-small",
+        "--source",
+        str(source),
+        "--output-dir",
+        str(out),
+        "--max-steps",
+        "4",
+        "--save-steps",
+        "2",
+        "--eval-steps",
+        "100",
+        "--batch-size",
+        "2",
+        "--per-device-batch",
+        "2",
+    ]
     process = subprocess.Popen(command, cwd=paths.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     while not (out / "checkpoint-2" / "trainer_state.json").exists() and time.monotonic() < deadline:
@@ -243,6 +286,7 @@ def test_training_killed_after_a_checkpoint_resumes_and_ends_at_the_planned_step
 
 # ---------------------------------------------------------------- data sources (one rule, lib.data.train_validation)
 
+
 def test_a_single_file_trains_with_a_seeded_hold_out(tmp_path):
     single = paths.SAMPLES / "cosmos_qa_ptbr" / "train.jsonl"
     cfg = train.config_for("zephyr-cosmosqa", "rtx3090")
@@ -268,10 +312,17 @@ def test_smoke_cosmos_chooses_steps_on_train_and_never_reads_validation():
 
 
 def test_learning_curve_merges_eval_loss_and_held_out_accuracy():
-    log = [{"step": 0, "eval_loss": 9.1}, {"step": 0, "eval_letters_accuracy": 0.25}, {"step": 3, "loss": 4.0},
-           {"step": 5, "eval_loss": 2.0}, {"step": 5, "eval_letters_accuracy": 0.3}]
-    assert train.learning_curve(log) == [{"step": 0, "eval_loss": 9.1, "eval_letters_accuracy": 0.25},
-                                         {"step": 5, "eval_loss": 2.0, "eval_letters_accuracy": 0.3}]
+    log = [
+        {"step": 0, "eval_loss": 9.1},
+        {"step": 0, "eval_letters_accuracy": 0.25},
+        {"step": 3, "loss": 4.0},
+        {"step": 5, "eval_loss": 2.0},
+        {"step": 5, "eval_letters_accuracy": 0.3},
+    ]
+    assert train.learning_curve(log) == [
+        {"step": 0, "eval_loss": 9.1, "eval_letters_accuracy": 0.25},
+        {"step": 5, "eval_loss": 2.0, "eval_letters_accuracy": 0.3},
+    ]
 
 
 def test_dry_run_resolves_config_data_and_memory_without_a_model():
@@ -299,14 +350,24 @@ def test_held_out_evaluation_in_one_pass_equals_the_trainers_eval_loss_and_lette
 def test_one_held_out_evaluation_feeds_the_curve_best_model_tracking_and_early_stopping(tmp_path):
     """With held-out rows the trainer's own evaluation is the one-pass loss + letters measurement: it reaches the log
     history at step 0 and every eval step, and the best-model tracking that early stopping reads."""
-    cfg = train.config_for("zephyr-cosmosqa", "smoke", model="embedded-small", per_device_batch=2, batch_size=2,
-                           max_steps=3, eval_steps=1, save_steps=1, early_stopping_patience=5)
+    cfg = train.config_for(
+        "zephyr-cosmosqa",
+        "smoke",
+        model="embedded-small",
+        per_device_batch=2,
+        batch_size=2,
+        max_steps=3,
+        eval_steps=1,
+        save_steps=1,
+        early_stopping_patience=5,
+    )
     rows = synthetic.generate(seed=3, sizes={"train": 6, "validation": 3})
     tokenizer = models.load_tokenizer(cfg.model)
     train.prepare_pad_token(tokenizer)
     examples = {s: train.training_examples(rows[s], cfg, tokenizer) for s in ("train", "validation")}
-    trainer = train.build_trainer(cfg, examples["train"], examples["validation"], tmp_path, tokenizer=tokenizer,
-                                  held_out=list(rows["validation"]))
+    trainer = train.build_trainer(
+        cfg, examples["train"], examples["validation"], tmp_path, tokenizer=tokenizer, held_out=list(rows["validation"])
+    )
     trainer.train()
     evals = [e for e in trainer.state.log_history if "eval_loss" in e]
     assert [e["step"] for e in evals] == [0, 1, 2, 3]

