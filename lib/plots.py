@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -146,12 +147,13 @@ def accuracy_comparison(
         if name in _BASELINE_STYLES and value is not None:
             color, style = _BASELINE_STYLES[name]
             ax.axhline(value, color=color, linestyle=style, linewidth=1, label=f"{name} option: {value:.0%}")
-    for i, a in enumerate(acc):
-        ax.text(i, a + 0.02, f"{a:.1%}", ha="center")
+    for i, (a, up) in enumerate(zip(acc, high)):  # above the error bar, not on it
+        ax.text(i, a + up + 0.03, f"{a:.1%}", ha="center", va="bottom", fontsize=9)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper right")
+    # the run's description as a wrapped figure title: an axis title this long is cut off at the figure's edge
+    fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=9)
     if panels == 2:
         ax = axes[0][1]
         letters = [k for k in next(iter(runs.values()))["pred_distribution"]]
@@ -224,7 +226,7 @@ def learning_curve(
     and any `reference` lines (e.g. the held-out part's shortcut baselines)."""
     acc = [(e["step"], e["eval_letters_accuracy"]) for e in log_history if "eval_letters_accuracy" in e]
     loss = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
     if acc:
         ax.plot(*zip(*acc), "o-", color="#55A868", label="held-out letters accuracy")
     ax.axhline(0.25, color="grey", linestyle=":", label="chance")
@@ -236,12 +238,15 @@ def learning_curve(
     ax.set_xlabel("step")
     ax.set_ylabel("accuracy")
     ax.set_title(title, fontsize=9)
+    handles, labels = ax.get_legend_handles_labels()
     if loss:
         twin = ax.twinx()
         twin.plot(*zip(*loss), "s--", color="#C44E52", label="eval loss")
         twin.set_ylabel("eval loss (answer tokens)")
-        twin.legend(fontsize=7, loc="upper right")
-    ax.legend(fontsize=7, loc="upper left")
+        more = twin.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    # one legend under the axes: inside them it hid the first points of the curves
+    ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     return _save(fig, path)
 
 
