@@ -61,7 +61,7 @@ def activation_bytes_per_token(
     """(bytes autograd saves per token per decoder layer, bytes kept per token per layer with gradient checkpointing)
     in QLoRA training on a GPU (bf16 autocast), for a LLaMA/Mistral layer.
 
-    Counted tensor by tensor by `lib.fitcheck.activation_probe` (docs/fitcheck.md), exactly for both presets:
+    Counted tensor by tensor by `lib.probes.activation_probe` (docs/fitcheck.md), exactly for both presets:
     `prepare_model_for_kbit_training` casts the embedding and the norms to fp32, so the residual stream is fp32 and
     bitsandbytes returns each 4-bit projection in its input's dtype: the MLP's gate/up outputs and the SiLU output
     are fp32 (12 * intermediate), the two norm inputs too (8 * hidden); attention keeps bf16 query and output

@@ -19,9 +19,9 @@ from lib import models, paths
 REFERENCES = paths.DATA / "tokenizers" / "reference_ids.json"
 TWINS = {real: name for name, preset in models.PRESETS.items() if (real := preset.twin_of)}
 ROUTE = {
-    True: "the repo's tokenizer.json as written, loaded by PreTrainedTokenizerFast (lib.models.sentencepiece_route)",
-    False: "tokenizer.model converted to a Hub-style tokenizer.json (lib.models.sentencepiece_to_tokenizer_json), "
-    "loaded by PreTrainedTokenizerFast (lib.models.sentencepiece_route)",
+    True: "the repo's tokenizer.json as written, loaded by PreTrainedTokenizerFast (lib.spm.sentencepiece_route)",
+    False: "tokenizer.model converted to a Hub-style tokenizer.json (lib.spm.sentencepiece_to_tokenizer_json), "
+    "loaded by PreTrainedTokenizerFast (lib.spm.sentencepiece_route)",
 }
 
 

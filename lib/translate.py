@@ -33,9 +33,17 @@ from lib import api, data, mt, paths
 
 # The client, retries, cache and ledger live in lib.api (shared with lib.judge); these names stay importable here.
 from lib.api import FatalBackendError, JsonlLog, ReplyError, RunStats, TransientError  # noqa: F401
+from lib.translation_quality import (
+    FIELD_PAIRS,
+    QualityEstimator,
+    normalised,
+    qe_summary,
+    quality_report,
+    reference_scores,
+    source_rows,
+)
 
 SOURCE_KEYS, TARGET_KEYS = mt.SOURCE_KEYS, mt.TARGET_KEYS
-FIELD_PAIRS = dict(zip(SOURCE_KEYS, TARGET_KEYS))
 NONE_EN, NONE_PT = mt.NONE_EN, data.NONE_OF_THE_ABOVE
 
 SYSTEM_PROMPT = f"""Você é um tradutor profissional de inglês para português do Brasil.
@@ -74,10 +82,6 @@ def messages_for(row: dict) -> list[dict]:
     ]
 
 
-def _normalise(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def parse_reply(reply: str, source: dict) -> dict:
     """Validate a reply (JSON only, never eval) and return the six translated fields; raise ReplyError."""
     obj = api.json_object(reply)
@@ -94,9 +98,9 @@ def parse_reply(reply: str, source: dict) -> dict:
         if not obj[key].strip():
             raise ReplyError(f"field {key}: empty")
     for src, dst in (("context", "contexto"), ("question", "pergunta")):
-        if _normalise(obj[dst]) == _normalise(source[src]):
+        if normalised(obj[dst]) == normalised(source[src]):
             raise ReplyError(f"untranslated copy: {dst} equals the English {src}")
-    if all(_normalise(obj[d]) == _normalise(source[s]) for s, d in list(FIELD_PAIRS.items())[2:]):
+    if all(normalised(obj[d]) == normalised(source[s]) for s, d in list(FIELD_PAIRS.items())[2:]):
         raise ReplyError("untranslated copy: all four options equal the English ones")
     return {k: obj[k] for k in TARGET_KEYS}
 
@@ -229,10 +233,6 @@ class Translator(api.Jobs):
 # ---------------------------------------------------------------- dataset assembly
 
 
-def source_rows(dataset: datasets.DatasetDict) -> list[dict]:
-    return [row for split in dataset.values() for row in split]
-
-
 def to_portuguese(dataset: datasets.DatasetDict, translations: dict[str, dict]) -> datasets.DatasetDict:
     """PT-schema splits in source order, from the cached translations; untranslated ids are left out (ledger)."""
     out = {}
@@ -244,59 +244,6 @@ def to_portuguese(dataset: datasets.DatasetDict, translations: dict[str, dict]) 
                 rows.append({"id": row["id"], **translations[row["id"]]["translation"], "Label": label})
         out[split] = data.to_dataset(rows, data.COSMOS_PT)
     return datasets.DatasetDict(out)
-
-
-def quality_report(
-    dataset: datasets.DatasetDict,
-    translator: Translator,
-    rejected_rows: int = 0,
-    low: float = mt.LENGTH_BOUNDS[0],
-    high: float = mt.LENGTH_BOUNDS[1],
-) -> dict:
-    """Counts, attempts histogram, PT/EN length ratios with outliers, copies and options made identical."""
-    translations, failures = translator.translations(), translator.failures()
-    rows = source_rows(dataset)
-    ratios: dict[str, list[float]] = {dst: [] for dst in TARGET_KEYS}
-    outliers, copies, identical_options = [], [], []
-    for row in rows:
-        if row["id"] not in translations:
-            continue
-        pt = translations[row["id"]]["translation"]
-        for src, dst in FIELD_PAIRS.items():
-            ratio = len(pt[dst]) / max(1, len(row[src]))
-            ratios[dst].append(ratio)
-            if not low <= ratio <= high and len(row[src]) >= 20:
-                outliers.append(
-                    {"id": row["id"], "field": dst, "ratio": round(ratio, 2), "en": row[src], "pt": pt[dst]}
-                )
-            if _normalise(pt[dst]) == _normalise(row[src]) and len(row[src]) >= 20:
-                copies.append({"id": row["id"], "field": dst, "text": pt[dst]})
-        options = [_normalise(pt[k]) for k in "ABCD"]
-        if len(set(options)) < 4:
-            identical_options.append({"id": row["id"], "options": [pt[k] for k in "ABCD"]})
-    histogram: dict[int, int] = {}
-    for record in list(translations.values()) + list(failures.values()):
-        histogram[record["attempts"]] = histogram.get(record["attempts"], 0) + 1
-    ids = {row["id"] for row in rows}
-    return {
-        "rows": len(rows),
-        "done": sum(i in translations for i in ids),
-        "failed": sum(i in failures for i in ids),
-        "pending": sum(i not in translations and i not in failures for i in ids),
-        "rejected_rows": rejected_rows,
-        "attempts_histogram": dict(sorted(histogram.items())),
-        "length_ratio_mean": {k: round(sum(v) / len(v), 3) for k, v in ratios.items() if v},
-        "length_ratios": ratios,
-        "length_ratio_bounds": [low, high],
-        "length_outliers": outliers,
-        "untranslated_copies": copies,
-        "identical_options": identical_options,
-        "failures": [
-            {"id": f["id"], "attempts": f["attempts"], "last_reason": f["last_reason"]}
-            for f in failures.values()
-            if f["id"] in ids
-        ],
-    }
 
 
 def side_by_side(dataset: datasets.DatasetDict, translations: dict[str, dict], n: int = 3) -> list[dict]:
@@ -333,37 +280,6 @@ def make_backend(
 
 
 # ---------------------------------------------------------------- quality estimation and post-editing
-
-
-class QualityEstimator:
-    """`lib.mt.quality` for every translated row, run through `lib.api.Jobs` (threads, `qe/cache.jsonl`: a rerun
-    estimates nothing twice). The cache holds the signals; the threshold is applied when flagging."""
-
-    def __init__(self, state_dir: str | Path, workers: int = 2, round_trip: bool = True, progress: bool = True):
-        self.engine, self.round_trip = mt.engine(), round_trip
-        self.jobs = api.Jobs(
-            self,
-            Path(state_dir) / "qe",
-            messages_for=lambda item: item,
-            parse=lambda estimate, item: estimate,
-            result_key="qe",
-            workers=workers,
-            max_retries=0,
-            progress=progress,
-            desc="quality",
-        )
-
-    def complete(self, item: dict) -> dict:  # the Jobs "backend": one row in, its estimate out
-        return mt.quality(item["source"], item["translation"], self.engine, self.round_trip)
-
-    def run(self, rows: list[dict], translations: dict[str, dict]) -> dict[str, dict]:
-        items = [
-            {"id": r["id"], "source": r, "translation": translations[r["id"]]["translation"]}
-            for r in rows
-            if r["id"] in translations
-        ]
-        self.jobs.run(items)
-        return {i: record["qe"] for i, record in self.jobs.results().items()}
 
 
 def post_edit(
@@ -405,54 +321,6 @@ def post_edit(
     edited = {i: r["translation"] for i, r in jobs.results().items() if i in wanted}
     failed = {i: r["last_reason"] for i, r in jobs.failures().items() if i in wanted}
     return edited, failed
-
-
-def qe_summary(estimates: dict[str, dict], flagged: list[dict], threshold: float, round_trip: bool) -> dict:
-    """What `metrics.json` says of the quality estimate: rows, flagged, reasons by kind, round-trip chrF."""
-    chrfs = sorted(e["round_trip_chrf"] for e in estimates.values() if e.get("round_trip_chrf") is not None)
-    kinds: dict[str, int] = {}
-    for row in flagged:
-        for reason in row["reasons"]:
-            kind = re.sub(r"^(contexto|pergunta|[ABCD]): ", "", reason).split(":")[0]
-            kind = re.sub(r"[\d.]+.*$", "", kind).strip()
-            kinds[kind] = kinds.get(kind, 0) + 1
-    return {
-        "rows": len(estimates),
-        "flagged": len(flagged),
-        "threshold": threshold,
-        "round_trip": round_trip,
-        "round_trip_chrf_mean": round(sum(chrfs) / len(chrfs), 1) if chrfs else None,
-        "round_trip_chrf_min": chrfs[0] if chrfs else None,
-        "reasons": dict(sorted(kinds.items())),
-    }
-
-
-def reference_scores(portuguese: datasets.DatasetDict, reference: str | Path) -> dict:
-    """sacrebleu chrF and BLEU of the translation against reference translations (PT schema, matched by id):
-    every field of every matched row as one segment, then per field."""
-    from sacrebleu.metrics import BLEU, CHRF
-
-    refs, report = data.load(reference, "cosmos_qa_pt")
-    by_id = {r["id"]: r for split in refs.values() for r in split}
-    rows = [r for split in portuguese.values() for r in split if r["id"] in by_id]
-    if not rows:
-        raise ValueError(f"no translated id is in the reference {reference}")
-
-    def score(keys) -> dict:
-        hyp = [r[k] for r in rows for k in keys]
-        ref = [by_id[r["id"]][k] for r in rows for k in keys]
-        return {
-            "chrf": round(CHRF().corpus_score(hyp, [ref]).score, 1),
-            "bleu": round(BLEU().corpus_score(hyp, [ref]).score, 1),
-        }
-
-    return {
-        **score(TARGET_KEYS),
-        "reference": paths.portable(reference),
-        "reference_rows": len(rows),
-        "reference_rejected": report.n_rejected,
-        "per_field": {k: score([k]) for k in TARGET_KEYS},
-    }
 
 
 # ---------------------------------------------------------------- the whole run

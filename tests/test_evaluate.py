@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from lib import evaluate, inference, pipeline, synthetic
+from lib import evaluate, inference, instructions, pipeline, synthetic
 from lib.evaluate import INVALID
 
 OPTIONS = {
@@ -108,26 +108,26 @@ def test_mc_metrics_on_hand_made_predictions():
 
 
 def test_list_requests_and_items():
-    assert evaluate.requested_items("Liste exatamente três frutas tropicais.") == 3
-    assert evaluate.requested_items("Cite 4 capitais do Nordeste.") == 4
-    assert evaluate.requested_items("Dê duas dicas de estudo.") == 2
-    assert evaluate.requested_items("Explique o que é fotossíntese.") is None
-    assert evaluate.count_list_items("1. Caju\n2. Manga\n3. Açaí") == 3
-    assert evaluate.count_list_items("- a\n- b\nfim") == 2
+    assert instructions.requested_items("Liste exatamente três frutas tropicais.") == 3
+    assert instructions.requested_items("Cite 4 capitais do Nordeste.") == 4
+    assert instructions.requested_items("Dê duas dicas de estudo.") == 2
+    assert instructions.requested_items("Explique o que é fotossíntese.") is None
+    assert instructions.count_list_items("1. Caju\n2. Manga\n3. Açaí") == 3
+    assert instructions.count_list_items("- a\n- b\nfim") == 2
 
 
 def test_repetition_metrics():
-    looped = evaluate.repetition("um dois três quatro " * 5)
+    looped = instructions.repetition("um dois três quatro " * 5)
     assert looped["repeated_4gram_rate"] == pytest.approx(1 - 4 / 17)
     assert looped["distinct_1"] == pytest.approx(4 / 20)
-    assert evaluate.repetition("cada palavra aqui é diferente das outras")["repeated_4gram_rate"] == 0
+    assert instructions.repetition("cada palavra aqui é diferente das outras")["repeated_4gram_rate"] == 0
 
 
 def test_text_metrics_handle_portuguese_accents():
-    same = evaluate.text_metrics(["A ação é rápida."], ["A ação é rápida."])
+    same = instructions.text_metrics(["A ação é rápida."], ["A ação é rápida."])
     assert same["rouge_l"] == pytest.approx(100) and same["chrf"] == pytest.approx(100)
     # rouge-score's default tokenizer would drop "ação"/"rápida" and call these identical
-    different = evaluate.text_metrics(["ação rápida"], ["emoção lenta"])
+    different = instructions.text_metrics(["ação rápida"], ["emoção lenta"])
     assert different["rouge_l"] == 0
 
 
@@ -186,8 +186,8 @@ def test_options_and_generate_modes_run(gemma, questions):
 
 def test_perplexity_counts_only_the_completion(gemma):
     net, tokenizer = gemma
-    low = evaluate.completion_perplexity(net, tokenizer, [("A capital do Brasil é", " Brasília.")])
-    high = evaluate.completion_perplexity(net, tokenizer, [("A capital do Brasil é", " zebra azul cantando.")])
+    low = instructions.completion_perplexity(net, tokenizer, [("A capital do Brasil é", " Brasília.")])
+    high = instructions.completion_perplexity(net, tokenizer, [("A capital do Brasil é", " zebra azul cantando.")])
     assert 1 < low < high
 
 

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from lib import fitcheck, memory, models, paths, train
+from lib import fitcheck, memory, models, paths, probes, train
 
 needs_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU: `python -m lib.fitcheck --all` runs the real 7B shapes"
@@ -155,7 +155,7 @@ def test_fit_check_estimate_is_the_notebooks_estimate_on_real_shapes(preset, har
 @pytest.mark.parametrize("preset", ["sabia-canarim", "zephyr-cosmosqa"])
 def test_activation_formula_is_what_autograd_saves(preset, tmp_path):
     """Tiny shapes, counted tensor by tensor in the GPU dtype chain: the estimator's formula to the byte."""
-    probe = fitcheck.activation_probe(preset, tiny=True, workdir=tmp_path)
+    probe = probes.activation_probe(preset, tiny=True, workdir=tmp_path)
     spec, cfg = probe["architecture"], train.config_for(preset)
     saved, kept = memory.activation_bytes_per_token(
         spec["hidden_size"],
