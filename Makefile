@@ -4,8 +4,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= smoke
 ONLY   ?=
+FRESH  ?=
+CODE   := lib bench tests scripts
 
-.PHONY: pipeline test venv clean-results
+.PHONY: pipeline test test-fast lint format venv clean-results
 
 venv: $(STAMP)
 
@@ -20,11 +22,23 @@ $(STAMP): requirements.txt
 	touch $@
 
 pipeline: $(STAMP)
-	$(PY) -m lib.pipeline --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))
+	$(PY) -m lib.pipeline --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(FRESH),--fresh)
 	$(if $(filter smoke,$(PROFILE)),$(PY) -m lib.report smoke)
 
+# The full suite (what CI runs); `test-fast` leaves out the end-to-end runs marked `slow` (the inner loop, ~3 min).
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
+
+lint: $(STAMP)
+	$(PY) -m ruff check $(CODE)
+	$(PY) -m ruff format --check $(CODE)
+
+format: $(STAMP)
+	$(PY) -m ruff check --fix $(CODE)
+	$(PY) -m ruff format $(CODE)
 
 clean-results:
 	rm -rf results/$(PROFILE)

@@ -172,6 +172,22 @@ class JsonlLog:
                     ) from None
         return rows
 
+    def keep(self, wanted) -> int:
+        """Rewrite the log with only the records `wanted(record)` accepts (atomically: written beside it, fsynced,
+        then renamed over it); returns how many were dropped."""
+        with self.lock:
+            records = self.read()
+            kept = [r for r in records if wanted(r)]
+            if len(kept) == len(records):
+                return 0
+            partial = self.path.with_name(self.path.name + ".partial")
+            with partial.open("wb") as f:
+                f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept).encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+            partial.replace(self.path)
+            return len(records) - len(kept)
+
     def append(self, record: dict) -> None:
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
         with self.lock, self.path.open("ab") as f:
@@ -240,6 +256,12 @@ class Jobs:
             for r in self.ledger.read()
             if r["id"] not in done and (self.tag is None or r.get("tag") == self.tag)
         }
+
+    def prune(self, ids) -> int:
+        """Drop cached answers and ledger entries of ids not in `ids` (e.g. keyed by a prompt that has changed since):
+        a cache that only ever grows would keep stale answers forever. Returns how many records were dropped."""
+        ids = set(ids)
+        return self.cache.keep(lambda r: r["id"] in ids) + self.ledger.keep(lambda r: r["id"] in ids)
 
     # -- running
     def run(self, items: list[dict], retry_failed: bool = False) -> RunStats:

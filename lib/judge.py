@@ -9,8 +9,8 @@
   against the reference answer.
 
 Any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp server) through `lib.api` — the translator's client,
-retries with backoff, concurrent workers, fsynced cache and failure ledger; the prompt version and the judge model
-are part of every cache key. Replies must be strict JSON: pairwise `{"winner": "A" | "B" | "tie", "reason": "…"}`
+retries with backoff, concurrent workers, fsynced cache and failure ledger; every cache key hashes the judge model
+and the exact messages sent, and verdicts no request asks for any more are pruned. Replies must be strict JSON: pairwise `{"winner": "A" | "B" | "tie", "reason": "…"}`
 (`A` is always the answer shown first), pointwise `{"score": 1-10, "reason": "…"}`; extra keys are ignored, anything
 else is an invalid verdict (retried, then ledgered with the reason).
 
@@ -31,7 +31,9 @@ import numpy as np
 
 from lib import api, data, paths
 
-PROMPT_VERSION = "pt-judge-v1"  # change it whenever a prompt below changes: cached verdicts are keyed by it
+PROMPT_VERSION = (
+    "pt-judge-v1"  # named in judge.json; cache keys hash the messages themselves, so any prompt change counts
+)
 FIELDS = ("instruction", "input", "reference", "output")
 
 PAIRWISE_SYSTEM = """Você é um avaliador imparcial de respostas escritas em português do Brasil.
@@ -118,14 +120,13 @@ def _key(*parts: str) -> str:
 
 def requests(pairs: list[dict], judge_model: str, pointwise: bool = True, with_reference: bool = True) -> list[dict]:
     """Every judge call: per pair, both orders (`ab`: A first; `ba`: B first) and, with `pointwise`, one score per
-    answer. Ids hash the prompt version, the judge model and the exact texts: a changed prompt is never a cache hit."""
+    answer. Ids hash the judge model and the exact messages sent: a changed prompt (template, system prompt, texts) is
+    never a cache hit, and `judge` prunes the verdicts no request asks for any more."""
     out = []
     for index, pair in enumerate(pairs):
-        base = (PROMPT_VERSION, judge_model, pair["instruction"], pair["input"])
         for order, (first, second) in (("ab", ("a", "b")), ("ba", ("b", "a"))):
             out.append(
                 {
-                    "id": "pair-" + _key(*base, pair[first], pair[second]),
                     "kind": "pair",
                     "index": index,
                     "order": order,
@@ -139,7 +140,6 @@ def requests(pairs: list[dict], judge_model: str, pointwise: bool = True, with_r
             for side in ("a", "b"):
                 out.append(
                     {
-                        "id": "score-" + _key(*base, reference, pair[side]),
                         "kind": "score",
                         "index": index,
                         "side": side,
@@ -148,6 +148,8 @@ def requests(pairs: list[dict], judge_model: str, pointwise: bool = True, with_r
                         **_text(pair),
                     }
                 )
+    for item in out:
+        item["id"] = f"{item['kind']}-" + _key(PROMPT_VERSION, judge_model, json.dumps(messages_for(item)))
     return out
 
 
@@ -371,11 +373,13 @@ def judge(
         progress=progress,
         desc="verdicts",
     )
+    pruned = jobs.prune(item["id"] for item in items)  # verdicts of prompts or answers that have changed since
     stats = jobs.run(items, retry_failed=retry_failed)
     summary, rows = summarize(pairs, items, jobs.results(), judge_model)
     summary["this_run"] = {
         "requested": stats.done + stats.failed,
         "already_cached": stats.done_before,
+        "stale_pruned": pruned,
         "seconds": round(stats.seconds, 2),
     }
     failures = jobs.failures()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
 import sys
 import time
@@ -198,9 +199,12 @@ def run(
     notebook_dir: Path = paths.NOTEBOOKS,
     results_root: Path = paths.RESULTS,
     cosmos_pt: str | None = None,
+    fresh: bool = False,
 ) -> list[Path]:
     """Execute notebooks in order; the first failure stops the run with the failing cell's error. A whole-chain run
-    writes `results/<profile>/pipeline.json` (seconds per notebook, `total_s`)."""
+    writes `results/<profile>/pipeline.json` (seconds per notebook, `total_s`, and `resumed`: the notebooks that
+    continued from an earlier checkpoint, whose seconds time a resume, not a run). `fresh`: notebooks that keep
+    checkpoints (04, 05) start over instead of resuming."""
     import papermill
 
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # kernels inherit it: readable executed copies
@@ -210,9 +214,11 @@ def run(
     selected = notebooks(only, notebook_dir)
     executed_dir = results_root / profile / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
-    done, seconds, started = [], {}, time.monotonic()
+    done, seconds, resumed, started = [], {}, {}, time.monotonic()
     for i, notebook in enumerate(selected, start=1):
         params = parameters_for(notebook, profile, overrides, results_root, cosmos_pt)
+        if fresh and "fresh" in declared_parameters(notebook):
+            params["fresh"] = True
         print(f"[{i}/{len(selected)}] {notebook.name}  {params}", flush=True)
         start = time.monotonic()
         output = executed_dir / notebook.name
@@ -234,6 +240,9 @@ def run(
             raise SystemExit(1) from None
         seconds[notebook.stem] = round(time.monotonic() - start, 1)
         print(f"    done in {seconds[notebook.stem]:.0f}s -> {output}", flush=True)
+        if from_checkpoint := resumed_from(results_root / profile / notebook.stem):
+            resumed[notebook.stem] = from_checkpoint
+            print(f"    resumed from {from_checkpoint}: its time is a resume's (--fresh starts over)", flush=True)
         done.append(output)
     total = round(time.monotonic() - started, 1)
     print(f"pipeline: {len(done)} notebooks in {total / 60:.1f} min", flush=True)
@@ -246,6 +255,8 @@ def run(
             "profile": profile,
             "notebooks": seconds,
             "total_s": total,
+            "fresh": fresh,
+            "resumed": resumed,
             "overrides": {
                 k: paths.portable(v, persist_dir=persist) if isinstance(v, str) and k.endswith("_dir") else v
                 for k, v in (overrides or {}).items()
@@ -265,6 +276,15 @@ def run(
         if not record.get("ok", True):
             raise SystemExit(f"rehearsal: a check failed (see {results_root / profile / 'pipeline.json'})")
     return done
+
+
+def resumed_from(notebook_results: Path) -> str | None:
+    """The checkpoint a notebook's training continued from, as its metrics.json says (None: it trained from the start,
+    or does not train)."""
+    metrics = notebook_results / "metrics.json"
+    if not metrics.is_file():
+        return None
+    return json.loads(metrics.read_text(encoding="utf-8")).get("resumed_from")
 
 
 def _value(text: str):
@@ -298,6 +318,9 @@ def main(argv: list[str] | None = None) -> None:
         help=f"the Cosmos QA PT data 03/05/06 read instead of {COSMOS_PT_HUB}: a folder, file or Hub "
         f"id; '01' is notebook 01's output ({COSMOS_PT_FROM_01})",
     )
+    parser.add_argument(
+        "--fresh", action="store_true", help="notebooks that keep checkpoints (04, 05) start over instead of resuming"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print each notebook and its parameters; run nothing")
     args = parser.parse_args(argv)
     overrides = {name: _value(value) for name, value in args.p}
@@ -307,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, params in plan(args.profile, args.only, overrides, cosmos_pt=args.cosmos_pt):
             print(name, params)
         return
-    run(args.profile, args.only, overrides, cosmos_pt=args.cosmos_pt)
+    run(args.profile, args.only, overrides, cosmos_pt=args.cosmos_pt, fresh=args.fresh)
 
 
 if __name__ == "__main__":

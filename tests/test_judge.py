@@ -275,3 +275,19 @@ def test_length_controlled_rate_is_the_raw_rate_when_length_says_nothing():
     assert judge.length_controlled_win_rate(balanced) == 0.5
     better_b = [(1.0, d, p) for d in (-50, 50) for p in (-1, 1)] * 3 + [(0.0, d, p) for d in (-50, 50) for p in (-1, 1)]
     assert judge.length_controlled_win_rate(better_b) > 0.65
+
+
+def test_a_changed_prompt_is_never_a_cache_hit_and_stale_verdicts_are_pruned(tmp_path, monkeypatch):
+    a, b = _outputs(tmp_path, _pairs(3), "stale")
+    with JudgeServer(policy="longer") as server:
+        _run(server, a, b, tmp_path / "out")
+        first = len(server.requests)
+        _run(server, a, b, tmp_path / "out")
+        assert len(server.requests) == first  # same prompts: everything from the cache
+        monkeypatch.setattr(judge, "PAIRWISE_SYSTEM", judge.PAIRWISE_SYSTEM + "\nSeja breve.")
+        summary = _run(server, a, b, tmp_path / "out")
+    pairwise = [i for i in judge.requests(judge.load_pairs(a, b), "judge-test") if i["kind"] == "pair"]
+    assert len(server.requests) - first == len(pairwise)  # every pairwise verdict asked again, no score
+    assert summary["this_run"]["stale_pruned"] == len(pairwise)
+    cached = [r["id"] for r in data.read_jsonl(tmp_path / "out" / "cache.jsonl")]
+    assert sorted(cached) == sorted(i["id"] for i in judge.requests(judge.load_pairs(a, b), "judge-test"))

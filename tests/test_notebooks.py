@@ -194,3 +194,30 @@ def test_the_full_profile_reads_notebook_01s_output_with_one_parameter():
         == pipeline.COSMOS_PT_HUB
     )
     assert dict(pipeline.plan("full", only=["01"]))["01_translate_cosmos_qa.ipynb"]["backend"] == "mt"  # no key
+
+
+def test_pipeline_json_marks_resumed_notebooks_and_fresh_starts_them_over(tmp_path):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    trains = (
+        "import json, pathlib\nout = pathlib.Path(output_dir)\nout.mkdir(parents=True, exist_ok=True)\n"
+        "(out / 'metrics.json').write_text(json.dumps({'resumed_from': None if fresh else 'output_dir/checkpoint-2'}))"
+    )
+    for number, declared, source in [("01", "", "print('no training')"), ("02", "\nfresh = False", trains)]:
+        nb = nbformat.v4.new_notebook(
+            metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}}
+        )
+        nb.cells = [
+            nbformat.v4.new_code_cell(
+                f"profile = 'smoke'\noutput_dir = ''{declared}", metadata={"tags": ["parameters"]}
+            ),
+            nbformat.v4.new_code_cell(source),
+        ]
+        nbformat.write(nb, folder / f"{number}_x.ipynb")
+    results = tmp_path / "results"
+    pipeline.run("smoke", notebook_dir=folder, results_root=results)
+    record = json.loads((results / "smoke" / "pipeline.json").read_text())
+    assert record["resumed"] == {"02_x": "output_dir/checkpoint-2"} and record["fresh"] is False
+    pipeline.run("smoke", notebook_dir=folder, results_root=results, fresh=True)  # 01 declares no `fresh`: untouched
+    record = json.loads((results / "smoke" / "pipeline.json").read_text())
+    assert record["resumed"] == {} and record["fresh"] is True
