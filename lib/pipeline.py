@@ -202,8 +202,8 @@ def run(
     fresh: bool = False,
 ) -> list[Path]:
     """Execute notebooks in order; the first failure stops the run with the failing cell's error. A whole-chain run
-    writes `results/<profile>/pipeline.json` (seconds per notebook, `total_s`, and `resumed`: the notebooks that
-    continued from an earlier checkpoint, whose seconds time a resume, not a run). `fresh`: notebooks that keep
+    writes `results/<profile>/pipeline.json` (seconds per notebook, `total_s`, `training_dtypes`, and `resumed`: the
+    notebooks that continued from an earlier checkpoint, whose seconds time a resume, not a run). `fresh`: notebooks that keep
     checkpoints (04, 05) start over instead of resuming."""
     import papermill
 
@@ -214,7 +214,7 @@ def run(
     selected = notebooks(only, notebook_dir)
     executed_dir = results_root / profile / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
-    done, seconds, resumed, started = [], {}, {}, time.monotonic()
+    done, seconds, resumed, dtypes, started = [], {}, {}, {}, time.monotonic()
     for i, notebook in enumerate(selected, start=1):
         params = parameters_for(notebook, profile, overrides, results_root, cosmos_pt)
         if fresh and "fresh" in declared_parameters(notebook):
@@ -240,9 +240,14 @@ def run(
             raise SystemExit(1) from None
         seconds[notebook.stem] = round(time.monotonic() - start, 1)
         print(f"    done in {seconds[notebook.stem]:.0f}s -> {output}", flush=True)
-        if from_checkpoint := resumed_from(results_root / profile / notebook.stem):
-            resumed[notebook.stem] = from_checkpoint
-            print(f"    resumed from {from_checkpoint}: its time is a resume's (--fresh starts over)", flush=True)
+        trained = training_record(results_root / profile / notebook.stem)
+        if trained.get("dtype"):
+            dtypes[notebook.stem] = trained["dtype"]
+        if trained.get("resumed_from"):
+            resumed[notebook.stem] = trained["resumed_from"]
+            print(
+                f"    resumed from {trained['resumed_from']}: its time is a resume's (--fresh starts over)", flush=True
+            )
         done.append(output)
     total = round(time.monotonic() - started, 1)
     print(f"pipeline: {len(done)} notebooks in {total / 60:.1f} min", flush=True)
@@ -257,6 +262,7 @@ def run(
             "total_s": total,
             "fresh": fresh,
             "resumed": resumed,
+            "training_dtypes": dtypes,
             "overrides": {
                 k: paths.portable(v, persist_dir=persist) if isinstance(v, str) and k.endswith("_dir") else v
                 for k, v in (overrides or {}).items()
@@ -278,13 +284,14 @@ def run(
     return done
 
 
-def resumed_from(notebook_results: Path) -> str | None:
-    """The checkpoint a notebook's training continued from, as its metrics.json says (None: it trained from the start,
-    or does not train)."""
+def training_record(notebook_results: Path) -> dict:
+    """What a notebook's metrics.json says of its training: `resumed_from` (the checkpoint it continued from, or
+    None) and `dtype` (the compute dtype it trained in); empty for notebooks that do not train."""
     metrics = notebook_results / "metrics.json"
     if not metrics.is_file():
-        return None
-    return json.loads(metrics.read_text(encoding="utf-8")).get("resumed_from")
+        return {}
+    recorded = json.loads(metrics.read_text(encoding="utf-8"))
+    return {k: recorded.get(k) for k in ("resumed_from", "dtype")}
 
 
 def _value(text: str):

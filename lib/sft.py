@@ -125,30 +125,65 @@ def score_only_supervised_positions() -> None:
     trl_utils._use_triton = compact
 
 
+DTYPES = ("auto", "bf16", "fp32")
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # CPUs that multiply bf16 in hardware (AVX512-BF16, AMX)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs whose instruction set multiplies bf16 natively; elsewhere bf16 autocast is emulated and slow."""
+    from lib import paths
+
+    return bool(set(paths.machine()["cpu_flags"]) & set(NATIVE_BF16_FLAGS))
+
+
+def training_dtype(requested: str = "auto") -> str:
+    """The compute dtype a training step runs in: on a GPU, bf16 where it is supported, else fp16 (`requested` cannot
+    ask for fp32 there); on a CPU, `auto` is bf16 autocast where the CPU computes bf16 natively and fp32 elsewhere,
+    and `bf16` / `fp32` force one. LoRA weights and the optimizer stay fp32 on a CPU either way."""
+    if requested not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {requested!r}")
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if requested == "auto":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    return requested
+
+
 def cpu_substitutions(cfg) -> list[dict]:
     """What training `cfg` on this machine does differently from the GPU its hardware names: nothing on a GPU; on a
     CPU, one row per setting (`setting`, `gpu`, `here`, `why`). `train` prints them and records them in its summary.
     The `smoke` hardware is a CPU by design and names no GPU."""
     if torch.cuda.is_available() or cfg.hardware == "smoke":
         return []
+    dtype = training_dtype(cfg.dtype)
+    why = (
+        "this CPU multiplies bf16 natively (AVX512-BF16 / AMX): bf16 autocast, like a GPU's mixed precision"
+        if dtype == "bf16"
+        else "this CPU has no native bf16 (or fp32 was asked for): emulated bf16 would be slower than fp32"
+    )
     rows = [
         (
             "precision",
             "bf16 mixed precision (fp16 without bf16)",
-            "fp32",
-            "no CPU mixed precision in SFTConfig; fp32 runs 4-8x faster than bf16 on these CPUs",
+            f"{dtype} (CPU autocast)" if dtype == "bf16" else dtype,
+            why,
         ),
         (
             "bnb_4bit_compute_dtype",
             "bfloat16 (float16 without bf16)",
-            "float32",
-            "same reason (lib.models.compute_dtype)",
+            "bfloat16" if dtype == "bf16" else "float32",
+            why,
         ),
-        ("LoRA weights", "bf16 (TRL casts the adapters of a quantized model)", "fp32", "same reason"),
+        (
+            "LoRA weights",
+            "bf16 (TRL casts the adapters of a quantized model)",
+            "fp32 (master weights; the optimizer steps in fp32)",
+            "small: fp32 costs nothing measurable and keeps the updates exact",
+        ),
         (
             "4-bit matmul",
             "bitsandbytes CUDA kernels",
-            "NF4 dequantized to fp32, fp32 matmul",
+            f"NF4 dequantized to {dtype}, {dtype} matmul",
             "one kernel path on every CPU, with a backward (lib.models.one_cpu_4bit_kernel_path)",
         ),
         (
@@ -207,7 +242,7 @@ def sft_config(
         if hub_checkpoints
         else {}
     )
-    bf16 = gpu and torch.cuda.is_bf16_supported()
+    dtype = training_dtype(cfg.dtype)
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=cfg.epochs,
@@ -220,8 +255,8 @@ def sft_config(
         warmup_steps=cfg.warmup_steps,
         optim=cfg.optimizer,
         gradient_checkpointing=cfg.gradient_checkpointing,
-        bf16=bf16,
-        fp16=gpu and not bf16,
+        bf16=dtype == "bf16",
+        fp16=dtype == "fp16",
         use_cpu=not gpu,
         max_length=None if pad_to_max else cfg.max_length,
         completion_only_loss=True,
@@ -299,12 +334,36 @@ def build_trainer(
     trainer.data_collator = UsefulTokenCounter(trainer.data_collator)
     if pad_to_max:
         trainer.data_collator.collator.pad_to_multiple_of = cfg.max_length  # every batch padded to max_length
-    if not torch.cuda.is_available():  # TRL keeps QLoRA adapters in bf16; CPUs run fp32 4-8x faster
+    if not torch.cuda.is_available():  # TRL keeps QLoRA adapters in bf16: on a CPU they are fp32 master weights
         for param in trainer.model.parameters():
             if param.requires_grad:
                 param.data = param.data.float()
         keep_4bit_layers_differentiable(trainer.model)
+        if training_dtype(cfg.dtype) == "bf16":
+            set_4bit_compute_dtype(trainer.model, torch.bfloat16)
+            head_in(trainer.model, torch.bfloat16)
     return trainer
+
+
+def head_in(model, dtype: torch.dtype) -> bool:
+    """Give the frozen LM head its own copy in `dtype`: under autocast every step would otherwise cast it again
+    (Gemma's 262k x 640 head, chunk by chunk: most of a bf16 step). The input embedding it may be tied to stays fp32,
+    so the residual stream stays fp32 as in GPU QLoRA; LoRA weights and norms are untouched."""
+    head = model.get_output_embeddings()
+    if head is None or head.weight.requires_grad or head.weight.dtype == dtype:
+        return False
+    head.weight = torch.nn.Parameter(head.weight.detach().to(dtype), requires_grad=False)
+    return True
+
+
+def set_4bit_compute_dtype(model, dtype: torch.dtype) -> int:
+    """Every 4-bit layer dequantizes into `dtype` and multiplies in it (the training step's compute dtype)."""
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.compute_dtype = dtype
+    return len(layers)
 
 
 def keep_4bit_layers_differentiable(model) -> int:

@@ -21,7 +21,7 @@ import torch
 from lib import data, models, prompts
 from lib.hub import hub_last_checkpoint, hub_token, last_checkpoint, push_adapter, upload_plan
 from lib.memory import count_parameters, memory_estimate
-from lib.sft import build_trainer, cpu_substitutions, default_report_to, prepare_pad_token
+from lib.sft import build_trainer, cpu_substitutions, default_report_to, prepare_pad_token, training_dtype
 
 # ---------------------------------------------------------------- presets (read side by side)
 
@@ -142,6 +142,9 @@ class TrainConfig:
     # "validation": the source's own validation split (a seeded hold-out of train when it has none);
     # "train": always a seeded hold-out of train, so the source's validation split stays unseen (smoke runs)
     validation_from: str = "validation"
+    # compute dtype of a training step (lib.sft.training_dtype): "auto" = bf16 on a GPU or a CPU with native bf16
+    # (AVX512-BF16 / AMX), fp32 on other CPUs; "bf16" / "fp32" force it on a CPU
+    dtype: str = "auto"
 
     @property
     def grad_accum(self) -> int:
@@ -360,6 +363,7 @@ def train(
         "world_size": trainer.args.world_size,
         "versions": versions(),
         "cpu_substitutions": substitutions,
+        "dtype": training_dtype(cfg.dtype),
         "machine": paths.machine(),
         "train_runtime_s": runtime,
         "report_to": report_to,
@@ -432,6 +436,7 @@ def dry_run(
     plan.update(
         {
             "memory_estimate_gb": memory_estimate(cfg),
+            "dtype": training_dtype(cfg.dtype),
             "checkpoints": str(persist_dir or output_dir),
             "resume_from": last_checkpoint(persist_dir or output_dir),
             "uploads": upload_plan(Path(output_dir) / "final_adapter", push_to_hub, private, hub_checkpoints)
@@ -465,6 +470,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, help="effective batch (per-device batch x accumulation)")
     parser.add_argument("--per-device-batch", type=int)
     parser.add_argument("--model")
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "bf16", "fp32"),
+        help="compute dtype of a CPU training step; auto: bf16 where the CPU has native bf16, else fp32",
+    )
     parser.add_argument(
         "--optimizer", help="override the hardware's optimizer (lib.launch passes adamw_torch for FSDP)"
     )
@@ -510,6 +520,7 @@ def main(argv: list[str] | None = None) -> None:
         lora_r=args.lora_r,
         lora_alpha=args.lora_r,
         option_rotations=args.option_rotations,
+        dtype=args.dtype,
     )
     hub = dict(push_to_hub=args.push_to_hub, hub_checkpoints=args.hub_checkpoints, private=not args.public)
     if args.dry_run:

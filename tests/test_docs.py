@@ -93,6 +93,7 @@ LOCAL_SERVER = "http://127.0.0.1:8000/v1"  # what the docs call "your own server
 
 
 @pytest.mark.parametrize("line", documented_commands())
+@pytest.mark.slow
 def test_documented_command_works_as_written(line, tmp_path):
     from tests.chat_server import JudgeServer
 

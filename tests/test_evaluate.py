@@ -196,6 +196,7 @@ def test_a_bad_adapter_path_is_a_clear_error(tmp_path):
         inference.load_for_eval("embedded", adapter=str(tmp_path / "missing"))
 
 
+@pytest.mark.slow
 def test_notebook_06_evaluates_valid_rows_and_reports_rejected_ones(tmp_path):
     good = list(synthetic.generate(seed=9, sizes={"validation": 6})["validation"])
     lines = (
@@ -258,6 +259,7 @@ def _with_random_lora(net):
         ("embedded", True, True, 6),  # Gemma 3 (soft-capping, 262k vocabulary) + the committed adapter
     ],
 )
+@pytest.mark.slow
 def test_shared_prompt_options_equal_scoring_each_option_whole(model, quantize, adapter, limit):
     from lib import paths, prompts
 

@@ -49,6 +49,7 @@ def test_tiny_fit_check_trains_through_the_project_path(tiny_row):
         assert row["peak_rss_gb"] > 0
 
 
+@pytest.mark.slow
 def test_all_runs_each_combination_in_its_own_process_and_writes_the_rows(tmp_path, tiny_row):
     """`--all` (here narrowed to one combination: Mistral shape, chat prompts, no checkpointing) via the CLI."""
     out = tmp_path / "fitcheck.json"

@@ -153,6 +153,7 @@ def test_bad_replies_429s_and_timeouts_are_retried_then_ledgered_with_the_reason
     assert (attempts[key(0)], attempts[key(6)]) == (3, 2) and attempts[key(1)] >= 2  # retried, then answered
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_rerun_judges_nothing_twice_and_gives_the_same_result(tmp_path):
     a, b = _outputs(tmp_path, _pairs(20), "kill")
     with JudgeServer(policy="longer", delay=0.05) as server:

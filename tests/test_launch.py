@@ -357,6 +357,7 @@ train.main(sys.argv[1:])
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.slow
 def test_generated_command_starts_two_processes_on_cpu(strategy, tmp_path):
     """`accelerate launch` with our config (use_cpu flipped on, as no GPU is here) starts 2 lib.train processes that
     see the launcher's environment and build the per-process batch; training itself is stubbed out (~10 s)."""

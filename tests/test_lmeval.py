@@ -65,6 +65,7 @@ def test_task_data_source_is_a_parameter(tmp_path, rows):
 
 
 @pytest.mark.parametrize("mode, limit", [("letters", 8), ("options", 4)])
+@pytest.mark.slow
 def test_lm_eval_agrees_with_our_scorer(loaded, tmp_path, mode, limit):
     net, tokenizer, _ = loaded
     report = lmeval.crosscheck(net, tokenizer, str(DATA), "validation", mode, limit, tmp_path, model="embedded")

@@ -53,6 +53,7 @@ def test_notebook_has_a_parameters_cell_and_uses_lib(path):
     assert nb.cells[0].cell_type == "markdown"
 
 
+@pytest.mark.slow
 def test_every_notebook_runs_headless_in_the_smoke_profile(tmp_path):
     """The real `make pipeline` path: papermill over every notebook on the embedded model."""
     executed = pipeline.run("smoke", results_root=tmp_path, overrides=QUICK)
@@ -155,6 +156,7 @@ def test_per_notebook_overrides_and_results_placeholder(tmp_path):
     assert params["adapter"] == str(tmp_path / "smoke" / "05_qlora_cosmos_qa" / "adapter" / "final_adapter")
 
 
+@pytest.mark.slow
 def test_notebook_01_output_feeds_03_unchanged(tmp_path):
     """01 (offline MT) writes a PT dataset; 03 reads that folder as its source and keeps every row as it is."""
     translated, processed = tmp_path / "cosmos_qa_ptbr", tmp_path / "processed"
@@ -196,12 +198,13 @@ def test_the_full_profile_reads_notebook_01s_output_with_one_parameter():
     assert dict(pipeline.plan("full", only=["01"]))["01_translate_cosmos_qa.ipynb"]["backend"] == "mt"  # no key
 
 
+@pytest.mark.slow
 def test_pipeline_json_marks_resumed_notebooks_and_fresh_starts_them_over(tmp_path):
     folder = tmp_path / "nbs"
     folder.mkdir()
     trains = (
         "import json, pathlib\nout = pathlib.Path(output_dir)\nout.mkdir(parents=True, exist_ok=True)\n"
-        "(out / 'metrics.json').write_text(json.dumps({'resumed_from': None if fresh else 'output_dir/checkpoint-2'}))"
+        "(out / 'metrics.json').write_text(json.dumps({'resumed_from': None if fresh else 'output_dir/checkpoint-2', 'dtype': 'bf16'}))"
     )
     for number, declared, source in [("01", "", "print('no training')"), ("02", "\nfresh = False", trains)]:
         nb = nbformat.v4.new_notebook(
@@ -218,6 +221,7 @@ def test_pipeline_json_marks_resumed_notebooks_and_fresh_starts_them_over(tmp_pa
     pipeline.run("smoke", notebook_dir=folder, results_root=results)
     record = json.loads((results / "smoke" / "pipeline.json").read_text())
     assert record["resumed"] == {"02_x": "output_dir/checkpoint-2"} and record["fresh"] is False
+    assert record["training_dtypes"] == {"02_x": "bf16"}
     pipeline.run("smoke", notebook_dir=folder, results_root=results, fresh=True)  # 01 declares no `fresh`: untouched
     record = json.loads((results / "smoke" / "pipeline.json").read_text())
     assert record["resumed"] == {} and record["fresh"] is True

@@ -27,6 +27,7 @@ def _wait_for(path, process, seconds=600):
     assert path.exists(), f"{path} never appeared"
 
 
+@pytest.mark.slow
 def test_lost_runtime_resumes_from_the_persist_dir_past_a_damaged_checkpoint(tmp_path):
     """kill -9 after checkpoint-4, damage it, delete the clone's output folder: the rerun resumes from the persist
     dir's newest *complete* checkpoint (2), says so, ends at the planned step with a continuous log, mirrors the
@@ -122,6 +123,7 @@ def test_mirror_replaces_the_copy_whole(tmp_path):
     assert sorted(p.name for p in dst.parent.iterdir()) == ["results"]  # no staging copy left behind
 
 
+@pytest.mark.slow
 def test_translation_resumes_from_the_persist_dir_on_a_fresh_clone(tmp_path):
     """kill -9 mid-run, lose the output folder: the rerun with the same persist dir asks for no record twice."""
     sample = paths.SAMPLES / "cosmos_qa_en.jsonl"
@@ -236,6 +238,7 @@ def test_push_sends_exactly_what_the_dry_run_lists_privately(tmp_path, monkeypat
     assert "x" * 34 not in json.dumps(plan)  # the token itself is never shown
 
 
+@pytest.mark.slow
 def test_push_dry_run_lists_the_uploads_without_a_network(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
     result = subprocess.run(

@@ -163,6 +163,7 @@ def test_cpu_substitutions_are_listed_for_gpu_hardware_only():
     assert all(r["gpu"] and r["here"] and r["why"] for r in rows)
 
 
+@pytest.mark.slow
 def test_rehearsal_profile_runs_the_full_path_on_the_twins(tmp_path):
     """`python -m lib.pipeline --profile rehearsal`: notebooks 02-08, then the checks; a failed check fails the run."""
     env = {**os.environ, "PTLLM_RESULTS_DIR": str(tmp_path)}
@@ -210,6 +211,7 @@ def test_committed_rehearsal_results():
     assert all(p["matched"] == p["reference_strings"] and p["route"] for p in parity)
 
 
+@pytest.mark.slow
 def test_gpu_first_run_script_dry_run_on_cpu():
     result = subprocess.run(
         ["bash", "scripts/gpu_first_run.sh", "--dry-run"],

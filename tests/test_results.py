@@ -144,6 +144,7 @@ def rescored(tmp_path_factory):
 
 
 @pytest.mark.parametrize("side", ["base", "tuned"])
+@pytest.mark.slow
 def test_committed_letters_predictions_reproduce(side, rescored):
     """Every answer that was not a near-tie (top two letters within `evaluate.NEAR_TIE`) comes out the same, and the
     counts of correct answers agree with comparison.json."""

@@ -119,6 +119,7 @@ def test_scoring_only_supervised_positions_gives_the_same_loss(trainers):
     assert torch.allclose(fast, full, rtol=1e-5, atol=1e-6), (fast, full)
 
 
+@pytest.mark.slow
 def test_every_lora_weight_still_learns_after_an_evaluation(tmp_path):
     """Regression: bitsandbytes' CPU inference packing (taken in eval mode) cut every gradient through 4-bit layers
     after the first evaluation, silently freezing the LoRA weights upstream of them."""
@@ -214,6 +215,7 @@ def test_chat_examples_are_measured_in_tokens(trainers):
     assert len(kept) == 0 and report["over_max_length"] == 4
 
 
+@pytest.mark.slow
 def test_training_killed_after_a_checkpoint_resumes_and_ends_at_the_planned_step(tmp_path):
     """SIGKILL a real training run after its first checkpoint, rerun the same command, check the continuation."""
     import json
@@ -347,6 +349,7 @@ def test_held_out_evaluation_in_one_pass_equals_the_trainers_eval_loss_and_lette
     assert got["eval_letters_n"] == len(rows)
 
 
+@pytest.mark.slow
 def test_one_held_out_evaluation_feeds_the_curve_best_model_tracking_and_early_stopping(tmp_path):
     """With held-out rows the trainer's own evaluation is the one-pass loss + letters measurement: it reaches the log
     history at step 0 and every eval step, and the best-model tracking that early stopping reads."""

@@ -234,6 +234,7 @@ def _lines(path):
     return len(path.read_bytes().splitlines()) if path.exists() else 0
 
 
+@pytest.mark.slow
 def test_kill_9_at_several_points_then_rerun_equals_an_uninterrupted_run(tmp_path):
     faults = {r["context"]: ["500"] for r in data.load(SAMPLE, "cosmos_qa_en")[0]["train"].select(range(0, 44, 5))}
     with ChatServer(faults, delay=0.03, retry_after="0") as server:
@@ -259,6 +260,7 @@ def test_kill_9_at_several_points_then_rerun_equals_an_uninterrupted_run(tmp_pat
 # ---------------------------------------------------------------- local backend, for real
 
 
+@pytest.mark.slow
 def test_local_backend_on_the_embedded_model(tmp_path):
     backend = translate.LocalBackend("embedded", batch_size=2, max_new_tokens=24)
     rows = [row(1), row(2, context='It\'s raining, so "we" stayed home.')]
@@ -329,6 +331,7 @@ BAD_INPUTS = {
 }
 
 
+@pytest.mark.slow
 def test_bad_inputs_get_a_reason_per_row_and_nothing_is_dropped_silently(tmp_path):
     source = tmp_path / "en.jsonl"
     rows = [{**row(i), **change, "id": name} for i, (name, change) in enumerate(BAD_INPUTS.items())]
@@ -369,6 +372,7 @@ def _mt_cli(source, out, *extra):
     ]
 
 
+@pytest.mark.slow
 def test_mt_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path):
     big = tmp_path / "en.jsonl"  # 132 rows: long enough to be killed mid-run
     rows = data.load(SAMPLE, "cosmos_qa_en")[0]["train"]
