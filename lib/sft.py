@@ -84,7 +84,8 @@ def _length_grouped_trainer_class():
             rows, batch_size = self.held_out
             was_training = self.model.training
             self.model.eval()
-            metrics = evaluate.held_out_loss_and_letters(self.model, self.processing_class, rows, batch_size)
+            with self.compute_loss_context_manager():  # in the training step's dtype (bf16 autocast where it trains so)
+                metrics = evaluate.held_out_loss_and_letters(self.model, self.processing_class, rows, batch_size)
             self.model.train(was_training)
             self.log(metrics)
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)

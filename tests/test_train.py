@@ -66,7 +66,8 @@ def trainers(tmp_path_factory):
     }
     out = {}
     for preset, rows_for in sources.items():
-        cfg = train.config_for(preset, "smoke", per_device_batch=4, eval_steps=1000, save_steps=1000)
+        # fp32: these tests check labels, batches and scoring paths to the last bit (bf16 steps: their own test)
+        cfg = train.config_for(preset, "smoke", per_device_batch=4, eval_steps=1000, save_steps=1000, dtype="fp32")
         rows = rows_for(cfg).select(range(4))
         tokenizer = models.load_tokenizer(cfg.model)
         train.prepare_pad_token(tokenizer)
@@ -378,3 +379,44 @@ def test_one_held_out_evaluation_feeds_the_curve_best_model_tracking_and_early_s
     assert trainer.state.best_metric == min(e["eval_loss"] for e in evals[1:])
     stopper = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "EarlyStoppingCallback")
     assert stopper.early_stopping_patience_counter <= 2
+
+
+def test_a_bf16_step_on_cpu_keeps_lora_and_the_optimizer_in_fp32_and_tracks_the_fp32_loss(tmp_path):
+    """bf16 autocast where the CPU has native bf16 (`training_dtype("auto")`): 4-bit layers and the frozen LM head
+    compute in bf16, LoRA master weights stay fp32, and the first steps' losses stay near the fp32 run's."""
+    import bitsandbytes as bnb
+    import torch
+
+    from lib import sft
+
+    assert sft.training_dtype("fp32") == "fp32" and sft.training_dtype("bf16") == "bf16"
+    assert sft.training_dtype("auto") == ("bf16" if sft.cpu_has_native_bf16() else "fp32")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        sft.training_dtype("fp8")
+    losses = {}
+    for dtype in ("fp32", "bf16"):
+        cfg = train.config_for(
+            "sabia-canarim",
+            "smoke",
+            model="embedded-small",
+            max_steps=2,
+            per_device_batch=4,
+            batch_size=4,
+            eval_steps=1000,
+            save_steps=1000,
+            dtype=dtype,
+        )
+        tokenizer = models.load_tokenizer(cfg.model)
+        train.prepare_pad_token(tokenizer)
+        rows = train.load_task_data(cfg)[0]["train"].select(range(8))
+        trainer = train.build_trainer(
+            cfg, train.training_examples(rows, cfg, tokenizer), None, tmp_path / dtype, tokenizer=tokenizer
+        )
+        assert trainer.args.bf16 == (dtype == "bf16")
+        assert all(p.dtype == torch.float32 for p in trainer.model.parameters() if p.requires_grad)
+        layers = [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+        assert layers and {m.compute_dtype for m in layers} == {torch.bfloat16 if dtype == "bf16" else torch.float32}
+        trainer.train()
+        losses[dtype] = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+        assert all(torch.isfinite(torch.tensor(losses[dtype])))
+    assert max(abs(a - b) for a, b in zip(losses["fp32"], losses["bf16"])) < 0.05, losses
