@@ -133,6 +133,7 @@ def _help(module: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_inline_mentions_name_real_modules_and_flags():
     mentions = {}
     for doc in DOCS:

