@@ -173,11 +173,25 @@ BENCH_ROWS = {
         lambda b: (
             "length-grouped batches padded to the batch's longest vs everything padded to `max_length` (the prior "
             f"scheme), Canarim sample, {b['model']} QLoRA"
+            + (
+                "; bf16 CPU autocast vs fp32 on notebook 04's smoke training (same seed), loss-curve gap vs the gap "
+                "between two fp32 seeds"
+                if "ratio_bf16_vs_fp32" in b
+                else ""
+            )
         ),
-        lambda b: f"≥ {b['target_useful_fraction']:.0%} useful, ≥ {_x(b['target'])} tokens/s",
+        lambda b: (
+            f"≥ {b['target_useful_fraction']:.0%} useful, ≥ {_x(b['target'])} tokens/s"
+            + (f"; bf16 ≥ {_x(b['target_bf16_vs_fp32'])}, gap ≤ seeds' gap" if "ratio_bf16_vs_fp32" in b else "")
+        ),
         lambda b: (
             f"{b['useful_fraction']:.1%} useful over an epoch (vs {b['prior_pad_to_max']['useful_fraction']:.1%}), "
             f"{_x(b['ratio'])} real tokens/s"
+            + (
+                f"; bf16 {_x(b['ratio_bf16_vs_fp32'])}, gap {b['loss_gap_bf16']} vs {b['loss_gap_seeds']}"
+                if "ratio_bf16_vs_fp32" in b
+                else ""
+            )
         ),
     ),
     "judge_throughput": (
