@@ -411,7 +411,7 @@ def translate_dataset(
             translations,
             post_edit_backend,
             state_dir,
-            workers=workers,
+            workers=max(workers, 4),  # a server, not this CPU: at least the server backends' default concurrency
             max_retries=max_retries,
             progress=progress,
             **translator_kwargs,
