@@ -290,10 +290,18 @@ def _read_table(path: Path):
         yield f"row {number}", row, None, row
 
 
+def _folder_files(folder: Path) -> tuple[dict[str, Path], list[str]]:
+    """A folder's data files: split name -> file, and the names of the run bookkeeping files beside them."""
+    data_files = [p for p in sorted(folder.iterdir()) if p.suffix in LOCAL_EXTENSIONS]
+    return {p.stem: p for p in data_files if p.stem not in BOOKKEEPING}, [
+        p.name for p in data_files if p.stem in BOOKKEEPING
+    ]
+
+
 def _local_split_files(path: Path, default_split: str) -> dict[str, Path]:
     if path.is_file():
         return {default_split: path}
-    files = {p.stem: p for p in sorted(path.iterdir()) if p.suffix in LOCAL_EXTENSIONS and p.stem not in BOOKKEEPING}
+    files = _folder_files(path)[0]
     if not files:
         raise FileNotFoundError(f"{path} holds no {'/'.join(LOCAL_EXTENSIONS)} file (one file per split)")
     return files
@@ -340,11 +348,7 @@ def load(
     result = {}
     available = _source_rows(source, default_split)
     if Path(source).expanduser().is_dir():
-        skipped = sorted(
-            p.name
-            for p in Path(source).expanduser().iterdir()
-            if p.suffix in LOCAL_EXTENSIONS and p.stem in BOOKKEEPING
-        )
+        skipped = _folder_files(Path(source).expanduser())[1]
         if skipped:
             report.warnings.append(f"{source}: skipped {', '.join(skipped)} (run bookkeeping, not splits)")
     if splits is not None and (missing := [s for s in splits if s not in available]):
