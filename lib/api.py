@@ -84,11 +84,22 @@ class OpenAIBackend:
         # Retries are ours (with the ledger and Retry-After), so the client's own are off.
         self.client = openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0)
 
-    def complete(self, messages: list[dict]) -> str:
-        openai = self.openai
+    def complete(self, messages: list[dict], **params) -> str:
+        """The reply to a chat conversation (`/v1/chat/completions`); `params` such as max_tokens, stop."""
         kwargs = {"response_format": self.response_format} if self.response_format else {}
+        response = self._create(self.client.chat.completions.create, messages=messages, **kwargs, **params)
+        return getattr(getattr(response.choices[0], "message", None), "content", None) or ""
+
+    def complete_text(self, prompt: str, **params) -> str:
+        """The continuation of a rendered prompt (`/v1/completions`)."""
+        return (
+            getattr(self._create(self.client.completions.create, prompt=prompt, **params).choices[0], "text", "") or ""
+        )
+
+    def _create(self, create, **kwargs):
+        openai = self.openai
         try:
-            response = self.client.chat.completions.create(model=self.model, messages=messages, temperature=0, **kwargs)
+            response = create(model=self.model, temperature=0, **kwargs)
         except openai.RateLimitError as error:
             raise TransientError("HTTP 429 rate limited", _retry_after(error.response)) from None
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as error:
@@ -101,9 +112,11 @@ class OpenAIBackend:
             if error.status_code >= 500 or error.status_code in (408, 409):
                 raise TransientError(f"HTTP {error.status_code}", _retry_after(error.response)) from None
             raise ReplyError(f"HTTP {error.status_code}: {str(error)[:200]}") from None
-        if not response.choices:
+        except (openai.APIError, ValueError) as error:  # a body that is not the API's JSON
+            raise ReplyError(f"malformed reply ({type(error).__name__}: {str(error)[:200]})") from None
+        if not getattr(response, "choices", None):
             raise ReplyError("reply without choices")
-        return response.choices[0].message.content or ""
+        return response
 
 
 def _retry_after(response) -> float | None:

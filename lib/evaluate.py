@@ -20,7 +20,7 @@ import torch
 
 from lib import prompts
 from lib.data import LETTERS, is_none_of_the_above
-from lib.inference import device, encode, generate, left_padded
+from lib.inference import cache_rows, device, encode, generate, left_padded
 
 INVALID = "invalid"
 
@@ -181,7 +181,7 @@ def shared_prefix_logprobs(
                 input_ids=ids.to(dev),
                 attention_mask=torch.cat([prefix_mask, mask.to(dev)], 1),
                 position_ids=positions,
-                past_key_values=_selected(first.past_key_values, index),
+                past_key_values=cache_rows(first.past_key_values, index),
                 use_cache=True,
             ).last_hidden_state
             rows_, cols, targets = (torch.tensor(v, device=hidden.device) for v in zip(*wanted))
@@ -191,16 +191,6 @@ def shared_prefix_logprobs(
     return [
         [(totals[i, c], len(suffix) - skip) for c, (suffix, skip) in enumerate(split[i][1])] for i in range(len(groups))
     ]
-
-
-def _selected(cache, index: torch.Tensor):
-    """A cache holding the rows `index` of `cache` (which stays as it is: selection makes new tensors)."""
-    import copy
-
-    picked = copy.copy(cache)
-    picked.layers = [copy.copy(layer) for layer in cache.layers]
-    picked.batch_select_indices(index)
-    return picked
 
 
 def _lm_head(causal, hidden: torch.Tensor) -> torch.Tensor:

@@ -100,3 +100,125 @@ def generate(
     finally:
         tokenizer.padding_side = side
     return out
+
+
+def cache_rows(cache, index: torch.Tensor):
+    """A KV cache holding the rows `index` of `cache` (repeats allowed); `cache` stays as it is (selection makes new
+    tensors)."""
+    import copy
+
+    picked = copy.copy(cache)
+    picked.layers = [copy.copy(layer) for layer in cache.layers]
+    picked.batch_select_indices(index)
+    return picked
+
+
+def _stop_at(text: str, stop_strings: tuple[str, ...]) -> int | None:
+    found = [text.find(s) for s in stop_strings if s and s in text]
+    return min(found) if found else None
+
+
+@torch.no_grad()
+def generate_after_prefix(
+    model,
+    tokenizer,
+    prefix: list[int],
+    suffixes: list[list[int]],
+    max_new_tokens: int,
+    stop_strings: tuple[str, ...] = (),
+    batch_size: int = 8,
+    on_done=None,
+) -> list[dict]:
+    """Greedy continuations of `prefix + suffix` for every suffix, the prefix's KV cache computed once and shared.
+
+    The few-shot prompts of a benchmark task share their instruction and examples: one pass over them, then batches of
+    items (sorted by length, left-padded between prefix and item, explicit positions) over copies of that cache.
+    A row leaves the batch when it emits a stop token (EOS, end-of-turn) or its text contains a stop string (cut
+    there, as lm-eval's `until`). Same tokens as generating each full prompt alone (tested). `on_done(i, result)` is
+    called as soon as item i finishes (crash-safe callers append it to their cache). Per item: text, new_tokens,
+    stopped_by_eos, stopped_by_string."""
+    dev, stops = device(model), set(stop_token_ids(tokenizer))
+    width_prefix = len(prefix)
+    first = model(input_ids=torch.tensor([prefix], device=dev), use_cache=True, logits_to_keep=1)
+    results: list[dict | None] = [None] * len(suffixes)
+    order = sorted(range(len(suffixes)), key=lambda i: len(suffixes[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = max(len(suffixes[i]) for i in chunk)
+        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.ones((len(chunk), width_prefix + width), dtype=torch.long)
+        for j, i in enumerate(chunk):
+            ids[j, width - len(suffixes[i]) :] = torch.tensor(suffixes[i])
+            mask[j, width_prefix : width_prefix + width - len(suffixes[i])] = 0
+        positions = width_prefix + (mask[:, width_prefix:].cumsum(dim=1) - 1).clamp(min=0)
+        mask, positions = mask.to(dev), positions.to(dev)
+        cache = cache_rows(first.past_key_values, torch.zeros(len(chunk), dtype=torch.long, device=dev))
+        out = model(
+            input_ids=ids.to(dev),
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        alive, tokens, position = list(chunk), {i: [] for i in chunk}, positions[:, -1:]
+        for step in range(max_new_tokens):
+            keep = []
+            for j, (i, token) in enumerate(zip(alive, out.logits[:, -1].argmax(dim=-1).tolist())):
+                text = tokenizer.decode(tokens[i] + [token], skip_special_tokens=True)
+                cut = _stop_at(text, stop_strings)
+                if token in stops or cut is not None:
+                    done = {
+                        "text": text[:cut]
+                        if cut is not None
+                        else tokenizer.decode(tokens[i], skip_special_tokens=True),
+                        "new_tokens": len(tokens[i]) + 1,
+                        "stopped_by_eos": token in stops,
+                        "stopped_by_string": cut is not None and token not in stops,
+                    }
+                    results[i] = done
+                    if on_done:
+                        on_done(i, done)
+                else:
+                    tokens[i].append(token)
+                    keep.append(j)
+            if len(keep) < len(alive) and keep:
+                index = torch.tensor(keep, device=dev)
+                out.past_key_values.batch_select_indices(index)
+                mask, position = mask[index], position[index]
+            alive = [alive[j] for j in keep]
+            if not alive or step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=mask.dtype, device=dev)], dim=1)
+            position = position + 1
+            out = model(
+                input_ids=torch.tensor([[tokens[i][-1]] for i in alive], device=dev),
+                attention_mask=mask,
+                position_ids=position,
+                past_key_values=out.past_key_values,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        for i in alive:  # ran out of new tokens
+            if results[i] is None:
+                results[i] = {
+                    "text": tokenizer.decode(tokens[i], skip_special_tokens=True),
+                    "new_tokens": len(tokens[i]),
+                    "stopped_by_eos": False,
+                    "stopped_by_string": False,
+                }
+                if on_done:
+                    on_done(i, results[i])
+    return results
+
+
+def shared_prefix(sequences: list[list[int]]) -> int:
+    """Length of the longest common token prefix, leaving every sequence at least one token of its own."""
+    if not sequences:
+        return 0
+    n = min(len(s) for s in sequences) - 1
+    first = sequences[0]
+    for k in range(max(n, 0)):
+        if any(s[k] != first[k] for s in sequences[1:]):
+            return k
+    return max(n, 0)

@@ -291,7 +291,7 @@ def twin_folder(preset: ModelPreset) -> Path:
 # ---------------------------------------------------------------- hub models
 
 
-def _hub_unreachable_reason(timeout: float = 5.0) -> str | None:
+def hub_unreachable_reason(timeout: float = 5.0) -> str | None:
     """None when the Hub answers; otherwise why not. Bounded by `timeout`, so an offline machine never hangs."""
     from huggingface_hub import constants
 
@@ -326,7 +326,7 @@ def resolve(model: str) -> tuple[str, dict]:
         return str(Path(model).expanduser()), {}
     hub_id = preset.hub_id if preset else model
     kwargs = {"token": get_secret("HF_TOKEN"), "trust_remote_code": False}
-    reason = _hub_unreachable_reason()
+    reason = hub_unreachable_reason()
     if reason is not None:
         if not _is_cached(hub_id):
             raise ModelUnavailableError(

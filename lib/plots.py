@@ -353,3 +353,43 @@ def judge_summary(summary: dict, path: str | Path, title: str) -> Path:
     right.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def pt_benchmarks(metrics: dict, path: str | Path) -> Path:
+    """Tasks x models: measured bars with 95 % CI, each task's random baseline as a dash, and the leaderboard's
+    published scores as hollow markers labelled "published, not measured here" (never as bars)."""
+    tasks = [
+        t for t, per in metrics["tasks"].items() if all(per[m].get("value") is not None for m in metrics["models"])
+    ]
+    labels = metrics["models"]
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.05 * len(tasks) + 2.5), 4.4))
+    width = 0.8 / max(len(labels), 1)
+    colors = ["#8172B3", "#55A868", "#C44E52", "#4C72B0", "#DD8452"]
+    for k, label in enumerate(labels):
+        xs = [i - 0.4 + width * (k + 0.5) for i in range(len(tasks))]
+        values = [metrics["tasks"][t][label]["value"] for t in tasks]
+        cis = [metrics["tasks"][t][label].get("ci95") or [v, v] for t, v in zip(tasks, values)]
+        err = [[max(v - c[0], 0) for v, c in zip(values, cis)], [max(c[1] - v, 0) for v, c in zip(values, cis)]]
+        ax.bar(xs, values, width, yerr=err, capsize=2, color=colors[k % len(colors)], label=f"{label} (measured)")
+    for i, t in enumerate(tasks):
+        baseline = metrics["tasks"][t][labels[0]].get("baseline")
+        if baseline is not None:
+            ax.hlines(baseline, i - 0.45, i + 0.45, colors="grey", linestyles=":", linewidth=1.2)
+    markers = ["o", "s", "^", "D"]
+    for k, (model, scores) in enumerate(metrics.get("published_not_measured_here", {}).items()):
+        xs = [i for i, t in enumerate(tasks) if t in scores]
+        ax.scatter(xs, [scores[tasks[i]] for i in xs], marker=markers[k % 4], facecolors="none", edgecolors="black",
+                   zorder=3, label=f"{model}: published, not measured here")  # fmt: skip
+    ax.plot([], [], color="grey", linestyle=":", label="random baseline (NPM)")
+    ax.set_xticks(range(len(tasks)), [t.replace("_", "\n", 1) for t in tasks], fontsize=7)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("leaderboard metric (%)")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    n_items = {metrics["tasks"][t][labels[0]]["n"] for t in tasks}
+    title = (
+        f"Open PT LLM Leaderboard tasks, {', '.join(labels)}; n = {min(n_items)}-{max(n_items)} items per task"
+        if n_items
+        else "Open PT LLM Leaderboard tasks"
+    )
+    fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=9)
+    return _save(fig, path)
