@@ -108,12 +108,13 @@ class Scored:
 
 
 def parse_adapter(spec: str) -> tuple[str, str]:
-    """`LABEL=DIR` or `DIR` (label: the folder's name, or its parent's for a `final_adapter` folder)."""
+    """`LABEL=DIR` or `DIR` (label: the nearest folder name that is not `final_adapter` or `adapter`, e.g.
+    `04_qlora_canarim` for results/smoke/04_qlora_canarim/adapter/final_adapter)."""
     label, sep, folder = spec.partition("=")
     if not sep or not label or "/" in label:
         folder = spec
-        path = Path(spec.rstrip("/"))
-        label = path.parent.name if path.name in ("final_adapter", "adapter") and path.parent.name else path.name
+        named = [p for p in Path(spec).parts if p not in ("final_adapter", "adapter", "/")]
+        label = named[-1] if named else "adapter"
     return label, paths.resolve_source(folder)
 
 
