@@ -25,6 +25,12 @@ PROFILES: dict[str, dict[str, dict]] = {
         "06": {"adapter": "{results}/05_qlora_cosmos_qa/adapter/final_adapter"},
         "07": {"adapter": "{results}/04_qlora_canarim/adapter/final_adapter"},
         "08": {"adapter": "{results}/04_qlora_canarim/adapter/final_adapter"},
+        "09": {
+            "adapters": [
+                "{results}/04_qlora_canarim/adapter/final_adapter",
+                "{results}/05_qlora_cosmos_qa/adapter/final_adapter",
+            ]
+        },
     },
     "full": {  # the real models and Hub datasets on a GPU; 06/07/08 evaluate the adapters 04/05 trained
         "01": {"source": "allenai/cosmos_qa", "backend": "mt", "limit": None, "reference": None},  # offline, no key
@@ -63,6 +69,12 @@ PROFILES: dict[str, dict[str, dict]] = {
             "judge_limit": None,
         },  # judge_base_url: any OpenAI-compatible server
         "08": {"model": "sabia-7b", "adapter": "{results}/04_qlora_canarim/adapter/final_adapter"},
+        # the Hub datasets; Zephyr-7B-beta and 05's adapter (Sabia's 04 adapter: -p model sabia-7b -p adapters [...])
+        "09": {
+            "model": "zephyr-7b-beta",
+            "data": None,
+            "adapters": ["{results}/05_qlora_cosmos_qa/adapter/final_adapter"],
+        },
     },
 }
 
@@ -90,6 +102,7 @@ REHEARSAL_LIMITS = {
     },
     "07": {"limit": 4, "max_new_tokens": 16, "data": "data/processed/rehearsal/canarim_alpaca_pt", "judge_limit": 2},
     "08": {"limit": 2, "max_new_tokens": 8},
+    "09": {"data": "data/samples/pt_benchmarks", "limit": 2, "max_new_tokens": 4},
 }
 PROFILES["rehearsal"] = {
     number: {
@@ -154,7 +167,13 @@ def parameters_for(
     params.update({k: v for k, v in overrides.items() if not (k[:2].isdigit() and isinstance(v, dict))})
     params.update(overrides.get(number, {}))
     results = paths.relative(results_root / profile)  # notebooks run from the repo root
-    return {k: v.replace("{results}", results) if isinstance(v, str) else v for k, v in params.items()}
+
+    def fill(value):
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        return value.replace("{results}", results) if isinstance(value, str) else value
+
+    return {k: fill(v) for k, v in params.items()}
 
 
 def declared_parameters(notebook: Path) -> set[str]:

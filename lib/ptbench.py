@@ -353,7 +353,7 @@ def run(
     served_model: str | None = None,
     chat: bool | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    batch_size: int = 8,
+    batch_size: int = 16,
     quantize_4bit: bool | None = None,
     workers: int = 4,
     profile: str | None = None,
@@ -443,7 +443,8 @@ def run(
         "data": str(data_dir) if data_dir is not None else "Hugging Face Hub (each task's dataset)",
         "split": {t: TASKS[t].split for t in datas},
         "model": model or f"{served_model} @ {base_url}",
-        "adapter": {c.label: c.adapter for c in columns if c.adapter} or None,
+        "adapter": [paths.portable(c.adapter) for c in columns if c.adapter] or None,  # in the columns' order
+        "adapter_fingerprints": {c.label: c.fingerprint for c in columns if c.adapter},
         "seed": None,
         "protocol": "Open PT LLM Leaderboard, eval version 1.1.0 (lib.ptbench_tasks)",
         "models": labels,
@@ -501,7 +502,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
                         help="chat template / chat endpoint (default: the leaderboard's rule)")  # fmt: skip
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--quantize-4bit", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--workers", type=int, default=4, help="concurrent requests to a server")
     args = parser.parse_args(argv)

@@ -502,3 +502,22 @@ def test_a_faulty_server_counts_invalid_answers_and_never_crashes(tmp_path, no_b
     assert sent in (4, 4 * 4)  # an answer at once, or the first try and 3 retries
     lines = (tmp_path / "predictions.jsonl").read_text(encoding="utf-8").rstrip("\n").split("\n")  # U+2028 stays
     assert len(lines) == 4 and all(json.loads(line)["answer"] == INVALID for line in lines)
+
+
+def test_metrics_equal_sklearn_and_scipy_on_random_answers():
+    import numpy as np
+    from scipy.stats import pearsonr
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    labels = ["Positivo", "Neutro", "Negativo", INVALID]
+    for _ in range(50):
+        n = int(rng.integers(2, 30))
+        golds = list(rng.choice(labels[:3], n))
+        preds = list(rng.choice(labels, n))
+        expected = 100 * f1_score(golds, preds, labels=list(set(golds)), average="macro", zero_division=0)
+        assert ptbench_tasks.metric_value(TASKS["tweetsentbr"], golds, preds) == pytest.approx(expected)
+        x, y = rng.uniform(1, 5, n), rng.uniform(1, 5, n)
+        assert ptbench_tasks.metric_value(TASKS["assin2_sts"], list(x), list(y)) == pytest.approx(
+            100 * abs(pearsonr(x, y)[0])
+        )

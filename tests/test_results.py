@@ -26,8 +26,12 @@ def test_committed_metrics_record_their_provenance(path):
     assert metrics["notebook"] == path.parent.name and metrics["profile"] == "smoke" and metrics["model"]
     for key in ("adapter", "data"):  # repo-relative: the results must not name one machine's folders
         assert not str(metrics[key] or "").startswith("/"), f"{path}: absolute {key} {metrics[key]}"
-    if metrics["adapter"]:
-        config = paths.ROOT / metrics["adapter"] / "adapter_config.json"
+    adapters = (
+        metrics["adapter"] if isinstance(metrics["adapter"], list) else [metrics["adapter"]] * bool(metrics["adapter"])
+    )
+    for adapter in adapters:  # notebook 09 scores several adapters beside their base
+        assert not adapter.startswith("/"), f"{path}: absolute adapter {adapter}"
+        config = paths.ROOT / adapter / "adapter_config.json"
         assert config.is_file(), "committed adapter missing"
         base = json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]
         assert base in models.PRESETS or "/" in base and not base.startswith("/"), f"{config}: base named {base!r}"
