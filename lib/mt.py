@@ -414,11 +414,67 @@ def quality(source: dict, translation: dict, eng: Engine | None = None, round_tr
     sources = [" ".join(english[k].casefold().split()) for k in SOURCE_KEYS[2:]]
     if len(set(options)) < len(set(sources)):
         reasons.append("options made identical by the translation")
-    chrf = None
+    chrf, fields = None, {}
     if round_trip:
-        back = "\n".join(translate_text(translation[k], eng, "pt-en") for k in TARGET_KEYS)
-        chrf = round(_chrf(back, "\n".join(english[k] for k in SOURCE_KEYS)), 1)
-    return {"reasons": reasons, "round_trip_chrf": chrf, "length_ratio": ratios}
+        back = {k: translate_text(translation[k], eng, "pt-en") for k in TARGET_KEYS}
+        chrf = round(_chrf("\n".join(back.values()), "\n".join(english[k] for k in SOURCE_KEYS)), 1)
+        fields = {dst: round(_chrf(back[dst], english[src]), 1) for src, dst in zip(SOURCE_KEYS, TARGET_KEYS)}
+    return {
+        "reasons": reasons,
+        "round_trip_chrf": chrf,
+        "round_trip_chrf_fields": fields,
+        "length_ratio": ratios,
+        "grammar": grammar_slips(source, translation, eng),
+    }
+
+
+# ---------------------------------------------------------------- grammar the engine gets wrong (soft signals)
+
+# Words that open an English option without being a verb in the bare infinitive
+_NOT_A_VERB = frozenset(
+    """the a an their they it its she he his her my our your i we you to so by in on at for of with all everyone
+no none nothing some one this that there because if not only just very""".split()
+)
+# A clitic pronoun hyphenated after -am/-em/-ão/-õe must be -no/-na ("deixaram-no"), after -r/-s/-z it drops the
+# consonant ("fazê-lo"): "deixaram-lo", "fazer-lo", "vamos-lo" are never Portuguese.
+ENCLITIC_SLIP = regex.compile(r"\b\w+(?:am|em|ão|õe|[rsz])-(?:lo|la|los|las)\b", regex.IGNORECASE)
+
+
+def _plain(word: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFD", word) if unicodedata.category(c) != "Mn").casefold()
+
+
+@functools.lru_cache(maxsize=8192)
+def _infinitive(word: str, eng: Engine) -> str:
+    """The engine's Portuguese for "to <word>", last word only ("para comprar" -> "comprar")."""
+    out = eng.raw(f"to {word}").strip().rstrip(".").split()
+    return _plain(out[-1]) if out else ""
+
+
+def command_options(source: dict, translation: dict, eng: Engine | None = None) -> list[str]:
+    """Options whose English opens with a bare verb ("Buy a bigger bowl .", the answer to "What will they do?") that
+    the engine turned into a command ("Compre ...") instead of an infinitive ("Comprar ...")."""
+    eng = eng or engine()
+    found = []
+    for src, dst in zip(SOURCE_KEYS[2:], TARGET_KEYS[2:]):
+        en, pt = source[src].split(), translation[dst].split()
+        if not en or not pt:
+            continue
+        word = en[0].strip(",.;:!?\"'").casefold()
+        if not word.isalpha() or word in _NOT_A_VERB or word.endswith(("ed", "ly", "ing")):
+            continue
+        first = _plain(pt[0].split("-")[0].strip(",.;:!?\"'"))
+        if first.endswith(("e", "a", "em")) and _infinitive(word, eng).endswith(("ar", "er", "ir", "or")):
+            found.append(f"{dst}: {pt[0]!r} is a command; the English {en[0]!r} wants an infinitive")
+    return found
+
+
+def grammar_slips(source: dict, translation: dict, eng: Engine | None = None) -> list[str]:
+    """Soft signals of Portuguese the engine gets wrong: options made commands, enclitics after -am/-em/-r."""
+    slips = command_options(source, translation, eng)
+    for dst in TARGET_KEYS:
+        slips += [f"{dst}: enclitic {m!r}" for m in ENCLITIC_SLIP.findall(translation[dst])]
+    return slips
 
 
 def flag_reasons(estimate: dict, threshold: float = QE_THRESHOLD) -> list[str]:

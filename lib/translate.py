@@ -1,10 +1,10 @@
 """Translate Cosmos QA (EN) to Brazilian Portuguese: resumable, validated, concurrent, quality-estimated.
 
-Backends: `mt` (the default: an offline neural MT engine shipped on PyPI, `lib.mt`; no key, no model download),
-`openai` (any OpenAI-compatible server) and `local` (a `lib.models` causal LM). Every backend speaks the same
-protocol, so the same cache, ledger and validation serve them all. After translating, each row gets an offline
-quality estimate (`lib.mt.quality`); rows it flags go to `flagged.jsonl` and, when a post-edit server is given, only
-those rows are sent to an LLM with the English record and the MT draft (`post_edit`).
+Backends: `mt` (the default: the offline engine of `lib.mt`; no key, no download), `openai` (any OpenAI-compatible
+server), `local` (a `lib.models` causal LM); one protocol, so one cache, ledger and validation serve them all. Then
+each row gets an offline quality estimate (`lib.mt.quality`, ranked by `lib.qe.score`); rows with a hard flag go to
+`flagged.jsonl` and, with a post-edit server, they and the worst-ranked `post_edit_share` of all rows go to an LLM
+with the English record and the MT draft (`post_edit`).
 
 Protocol (fixed, so any OpenAI-compatible server can be swapped in): the last user message is the source record
 as JSON with keys `context, question, answer0..answer3`; the reply must be one JSON object with exactly the string
@@ -14,8 +14,7 @@ Reliability: every completed record is appended to `cache.jsonl` (flushed and fs
 loses at most the records in flight and a rerun skips what is done; records that still fail after `max_retries`
 go to `ledger.jsonl` with their last reason and raw reply, and `retry_failed=True` re-tries only those.
 
-CLI: `python -m lib.translate --source data/samples/cosmos_qa_en.jsonl --backend mt --workers 2 \
---output-dir data/processed/cosmos_qa_ptbr` (or `--backend openai --base-url URL --model NAME`)
+CLI: `python -m lib.translate --source data/samples/cosmos_qa_en.jsonl --output-dir data/processed/cosmos_qa_ptbr`
 """
 
 from __future__ import annotations
@@ -30,12 +29,14 @@ from pathlib import Path
 import datasets
 
 from lib import api, data, mt, paths
+from lib import qe as ranking
 
 # The client, retries, cache and ledger live in lib.api (shared with lib.judge); these names stay importable here.
 from lib.api import FatalBackendError, JsonlLog, ReplyError, RunStats, TransientError  # noqa: F401
 from lib.translation_quality import (
     FIELD_PAIRS,
     QualityEstimator,
+    dry_run,  # noqa: F401 (lib.translate.dry_run stays importable)
     normalised,
     qe_summary,
     quality_report,
@@ -293,8 +294,9 @@ def post_edit(
     progress: bool = True,
     **jobs_kwargs,
 ) -> tuple[dict, dict]:
-    """Send only the flagged rows (English record + MT draft + reasons) to an LLM; replies follow the translation
-    protocol and are validated by `parse_reply`. Returns (id -> post-edited fields, id -> reason it failed)."""
+    """Send the chosen rows (`flagged`: id and the reasons it is sent; English record + MT draft + reasons) to an LLM;
+    replies follow the translation protocol and are validated by `parse_reply`. Returns (id -> post-edited fields,
+    id -> reason it failed)."""
     by_id = {r["id"]: r for r in rows}
     items = [
         {
@@ -338,6 +340,8 @@ class TranslationRun:
     estimates: dict[str, dict] = field(default_factory=dict)  # id -> lib.mt.quality of the MT draft
     flagged: list[dict] = field(default_factory=list)  # flagged.jsonl: id, split, reasons, round-trip chrF, post-edit
     qe: dict = field(default_factory=dict)  # the summary metrics.json keeps
+    post_edit_share: float = 0.0
+    post_edit_plan: list[dict] = field(default_factory=list)  # each row sent: id, why, rank, slips, tokens, post_edit
     post_edited: int = 0
     post_edit_failed: int = 0
 
@@ -360,11 +364,14 @@ def translate_dataset(
     qe: bool = True,
     qe_threshold: float = mt.QE_THRESHOLD,
     qe_round_trip: bool = True,
+    qe_lm: bool = False,
     post_edit_backend=None,
+    post_edit_share: float = 0.0,
     **translator_kwargs,
 ) -> TranslationRun:
-    """Load + validate the EN source, translate what is not done yet, estimate quality, post-edit flagged rows (when
-    `post_edit_backend` is given), save the PT DatasetDict and `flagged.jsonl` in `output_dir`.
+    """Load + validate the EN source, translate what is not done yet, estimate quality, post-edit (when
+    `post_edit_backend` is given) every row with a hard flag plus the worst-ranked `post_edit_share` of the rows (1:
+    every row), save the PT DatasetDict and `flagged.jsonl` in `output_dir`.
 
     `persist_dir` (e.g. on Google Drive) holds the caches and the failure ledger instead of `output_dir`: a rerun on a
     fresh runtime with the same `persist_dir` requests nothing it already has, and rebuilds the dataset from it.
@@ -381,11 +388,11 @@ def translate_dataset(
     rows = source_rows(source_ds)
     stats = translator.run(rows, retry_failed=retry_failed)
     translations = translator.translations()
-    run = TranslationRun(None, source_ds, report, translator, stats)
+    run = TranslationRun(None, source_ds, report, translator, stats, post_edit_share=post_edit_share)
     if qe:
-        run.estimates = QualityEstimator(state_dir, workers=workers, round_trip=qe_round_trip, progress=progress).run(
-            rows, translations
-        )
+        run.estimates = QualityEstimator(
+            state_dir, workers=workers, round_trip=qe_round_trip, progress=progress, lm=qe_lm
+        ).run(rows, translations)
         split_of = {r["id"]: split for split, ds in source_ds.items() for r in ds}
         run.flagged = [
             {
@@ -404,9 +411,15 @@ def translate_dataset(
             qe_threshold,
             qe_round_trip,
         )
-    if post_edit_backend is not None and run.flagged:
+    if post_edit_backend is not None:
+        order = [r["id"] for r in rows if r["id"] in translations]
+        run.post_edit_plan = ranking.selection(
+            order, run.estimates, {f["id"]: f["reasons"] for f in run.flagged}, post_edit_share
+        )
+        announce_post_edit(run.post_edit_plan, rows, translations, post_edit_share, len(order))
+    if run.post_edit_plan:
         edited, failed = post_edit(
-            run.flagged,
+            run.post_edit_plan,  # each with `reasons`: why it is sent, and the grammar slips found
             rows,
             translations,
             post_edit_backend,
@@ -416,23 +429,36 @@ def translate_dataset(
             progress=progress,
             **translator_kwargs,
         )
-        for row in run.flagged:
+        for row in run.post_edit_plan:
             if row["id"] in edited:
                 row["post_edit"] = "done"
                 translations[row["id"]] = {**translations[row["id"]], "translation": edited[row["id"]]}
             elif row["id"] in failed:
                 row["post_edit"] = f"failed: {failed[row['id']]}; the MT draft is kept"
+        status = {row["id"]: row.get("post_edit") for row in run.post_edit_plan}
+        run.flagged = [{**row, "post_edit": status.get(row["id"])} for row in run.flagged]
         run.post_edited, run.post_edit_failed = len(edited), len(failed)
+        data.write_jsonl(run.post_edit_plan, state_dir / "post_edit" / "plan.jsonl")
     run.portuguese = to_portuguese(source_ds, translations)
     data.save(run.portuguese, output_dir)
     data.write_jsonl(run.flagged, Path(output_dir) / "flagged.jsonl")
     return run
 
 
+def announce_post_edit(plan: list[dict], rows: list[dict], translations: dict[str, dict], share: float, n: int) -> None:
+    """Before anything is sent: each plan entry gets `tokens` (prompt + reply, estimated), then `lib.qe.announce`."""
+    by_id = {r["id"]: r for r in rows}
+    for p in plan:
+        item = {**by_id[p["id"]], "draft": translations[p["id"]]["translation"], "reasons": p["reasons"]}
+        sent = "".join(m["content"] for m in post_edit_messages(item)) + json.dumps(item["draft"], ensure_ascii=False)
+        p["tokens"] = ranking.token_estimate(sent)
+    ranking.announce(plan, share, n)
+
+
 def run_metrics(run: TranslationRun, backend, reference: str | Path | None = None) -> dict:
-    """The translation part of notebook 01's `metrics.json`: counts, engine, speed, `qe`, `flagged`, `post_edited`,
-    and `chrf` / `bleu` against `reference` when one is given (`length_ratios`, one per field and row, is for the
-    plot: drop it before writing)."""
+    """The translation part of notebook 01's `metrics.json`: counts, engine, speed, `qe`, `flagged`, what post-editing
+    sent and why (`post_edit_share`, `post_edit_sent`, `post_edited`), and `chrf` / `bleu` against `reference` where
+    its ids match (`reference_rows`, 0 included; `length_ratios`, one per field and row, is for the plot: drop it)."""
     metrics = quality_report(run.english, run.translator, rejected_rows=run.report.n_rejected)
     metrics.update(
         {
@@ -440,6 +466,11 @@ def run_metrics(run: TranslationRun, backend, reference: str | Path | None = Non
             "rows_per_s": round(run.stats.rows_per_second, 2),
             "qe": run.qe,
             "flagged": len(run.flagged),
+            "post_edit_share": run.post_edit_share,
+            "post_edit_sent": len(run.post_edit_plan),
+            "post_edit_sent_hard_flag": sum(p["hard_flag"] for p in run.post_edit_plan),
+            "post_edit_tokens_estimate": sum(p.get("tokens", 0) for p in run.post_edit_plan),
+            "post_edit_rows": [{k: p.get(k) for k in ("id", "why", "post_edit")} for p in run.post_edit_plan[:100]],
             "post_edited": run.post_edited,
             "post_edit_failed": run.post_edit_failed,
             "chrf": None,
@@ -449,40 +480,6 @@ def run_metrics(run: TranslationRun, backend, reference: str | Path | None = Non
     if reference:
         metrics.update(reference_scores(run.portuguese, reference))
     return metrics
-
-
-def dry_run(
-    source: str,
-    output_dir: str | Path,
-    splits: list[str] | None = None,
-    limit: int | None = None,
-    persist_dir: str | Path | None = None,
-) -> dict:
-    """What a run would do: rows per split of a local source (a Hub id is only fetched by a real run), and how many
-    records the cache and failure ledger (in `persist_dir` when given, else the output folder) already hold."""
-    output_dir = Path(output_dir)
-    state_dir = Path(persist_dir or output_dir)
-
-    def records(name: str) -> int:
-        path = state_dir / name
-        return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()) if path.exists() else 0
-
-    plan = {
-        "source": source,
-        "output_dir": paths.relative(output_dir),
-        "cache_dir": paths.relative(state_dir),
-        "cached": records("cache.jsonl"),
-        "failed_in_ledger": records("ledger.jsonl"),
-        "quality_estimated": records("qe/cache.jsonl"),
-        "post_edited": records("post_edit/cache.jsonl"),
-    }
-    local = Path(paths.resolve_source(source))
-    if local.exists():
-        rows, report = data.load(local, "cosmos_qa_en", splits=splits, limit=limit)
-        plan.update({"rows": {k: len(v) for k, v in rows.items()}, "rejected_rows": report.n_rejected})
-    else:
-        plan["rows"] = "Hub dataset: fetched by the real run"
-    return plan
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -519,7 +516,15 @@ def main(argv: list[str] | None = None) -> None:
         "--qe-threshold", type=float, default=mt.QE_THRESHOLD, help="round-trip chrF below which a row is flagged"
     )
     parser.add_argument("--no-round-trip", action="store_true", help="QE without the pt->en round trip (half the cost)")
-    parser.add_argument("--post-edit-base-url", help="OpenAI-compatible server that post-edits the flagged rows only")
+    parser.add_argument("--qe-lm", action="store_true", help="rank rows with the embedded LM too (~1 s/row on CPU)")
+    parser.add_argument("--post-edit-base-url", help="OpenAI-compatible server: post-edits the hard-flagged rows")
+    parser.add_argument(
+        "--post-edit-share",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="also post-edit the worst-ranked fraction F of the rows (0-1; 1: every row)",
+    )
     parser.add_argument("--post-edit-model", help="the post-editing model's name on that server (e.g. gpt-4o-mini)")
     parser.add_argument("--reference", help="PT-schema reference translations: report chrF and BLEU against them")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the PT DatasetDict with a dataset card")
@@ -535,6 +540,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--backend {args.backend} needs --model")
     if args.post_edit_base_url and not args.post_edit_model:
         parser.error("--post-edit-base-url needs --post-edit-model")
+    if not 0 <= args.post_edit_share <= 1:
+        parser.error(f"--post-edit-share must be between 0 and 1, got {args.post_edit_share}")
     from lib import hub
 
     if args.dry_run:
@@ -569,7 +576,9 @@ def main(argv: list[str] | None = None) -> None:
         qe=not args.no_qe,
         qe_threshold=args.qe_threshold,
         qe_round_trip=not args.no_round_trip,
+        qe_lm=args.qe_lm,
         post_edit_backend=post_editor,
+        post_edit_share=args.post_edit_share,
     )
     metrics = run_metrics(run, backend, paths.resolve_source(args.reference) if args.reference else None)
     print(run.report.summary())

@@ -1,7 +1,8 @@
 """How good a translation run is, offline: counts, attempts and PT/EN length ratios for any backend
 (`quality_report`); the quality estimate of every translated row through `lib.api.Jobs` (`QualityEstimator`, signals
 from `lib.mt.quality`, cached in `qe/cache.jsonl`) and its summary (`qe_summary`); sacrebleu chrF and BLEU against
-reference translations (`reference_scores`).
+reference translations (`reference_scores`; a source the reference does not cover is counted, not scored) and per
+row (`reference_row_chrf`, what `lib.qe.judge` ranks the estimate against).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import datasets
 
-from lib import api, data, mt, paths
+from lib import api, data, mt, paths, qe
 
 SOURCE_KEYS, TARGET_KEYS = mt.SOURCE_KEYS, mt.TARGET_KEYS
 FIELD_PAIRS = dict(zip(SOURCE_KEYS, TARGET_KEYS))
@@ -80,10 +81,14 @@ def quality_report(
 
 class QualityEstimator:
     """`lib.mt.quality` for every translated row, run through `lib.api.Jobs` (threads, `qe/cache.jsonl`: a rerun
-    estimates nothing twice). The cache holds the signals; the threshold is applied when flagging."""
+    estimates nothing twice). The cache holds the signals; the threshold is applied when flagging. `lm`: also the
+    embedded LM's mean log-probability of each row (`lib.qe.Surprisal`, cached in `qe_lm/cache.jsonl`)."""
 
-    def __init__(self, state_dir: str | Path, workers: int = 2, round_trip: bool = True, progress: bool = True):
-        self.engine, self.round_trip = mt.engine(), round_trip
+    def __init__(
+        self, state_dir: str | Path, workers: int = 2, round_trip: bool = True, progress: bool = True, lm: bool = False
+    ):
+        self.engine, self.round_trip, self.lm = mt.engine(), round_trip, lm
+        self.state_dir, self.progress = Path(state_dir), progress
         self.jobs = api.Jobs(
             self,
             Path(state_dir) / "qe",
@@ -106,7 +111,28 @@ class QualityEstimator:
             if r["id"] in translations
         ]
         self.jobs.run(items)
-        return {i: record["qe"] for i, record in self.jobs.results().items()}
+        estimates = {i: record["qe"] for i, record in self.jobs.results().items()}
+        by_id = {item["id"]: item for item in items}
+        for i, estimate in estimates.items():  # an estimate cached before the grammar signal existed
+            if "grammar" not in estimate and i in by_id:
+                estimate["grammar"] = mt.grammar_slips(by_id[i]["source"], by_id[i]["translation"], self.engine)
+        if self.lm and items:
+            lm = api.Jobs(
+                qe.Surprisal(),
+                self.state_dir / "qe_lm",
+                messages_for=lambda item: item,
+                parse=lambda signal, item: signal,
+                result_key="lm",
+                workers=1,
+                max_retries=0,
+                progress=self.progress,
+                desc="LM surprisal",
+            )
+            lm.run(items)
+            for i, record in lm.results().items():
+                if i in estimates:
+                    estimates[i] = {**estimates[i], **record["lm"]}
+        return estimates
 
 
 def qe_summary(estimates: dict[str, dict], flagged: list[dict], threshold: float, round_trip: bool) -> dict:
@@ -136,9 +162,16 @@ def reference_scores(portuguese: datasets.DatasetDict, reference: str | Path) ->
 
     refs, report = data.load(reference, "cosmos_qa_pt")
     by_id = {r["id"]: r for split in refs.values() for r in split}
-    rows = [r for split in portuguese.values() for r in split if r["id"] in by_id]
-    if not rows:
-        raise ValueError(f"no translated id is in the reference {reference}")
+    translated = [r for split in portuguese.values() for r in split]
+    rows = [r for r in translated if r["id"] in by_id]
+    counts = {
+        "reference": paths.portable(reference),
+        "reference_rows": len(rows),
+        "reference_unmatched": len(translated) - len(rows),
+        "reference_rejected": report.n_rejected,
+    }
+    if not rows:  # a source the reference does not cover: nothing scored, and the counts say so
+        return {"chrf": None, "bleu": None, **counts, "per_field": {}}
 
     def score(keys) -> dict:
         hyp = [r[k] for r in rows for k in keys]
@@ -148,10 +181,57 @@ def reference_scores(portuguese: datasets.DatasetDict, reference: str | Path) ->
             "bleu": round(BLEU().corpus_score(hyp, [ref]).score, 1),
         }
 
+    return {**score(TARGET_KEYS), **counts, "per_field": {k: score([k]) for k in TARGET_KEYS}}
+
+
+def reference_row_chrf(portuguese: datasets.DatasetDict, reference: str | Path) -> dict[str, float]:
+    """id -> sacrebleu sentence chrF of the row (six fields, one per line) against its reference; matched ids only."""
+    from sacrebleu.metrics import CHRF
+
+    refs = {r["id"]: r for split in data.load(reference, "cosmos_qa_pt")[0].values() for r in split}
+    chrf = CHRF()
     return {
-        **score(TARGET_KEYS),
-        "reference": paths.portable(reference),
-        "reference_rows": len(rows),
-        "reference_rejected": report.n_rejected,
-        "per_field": {k: score([k]) for k in TARGET_KEYS},
+        r["id"]: round(
+            chrf.sentence_score(
+                "\n".join(r[k] for k in TARGET_KEYS), ["\n".join(refs[r["id"]][k] for k in TARGET_KEYS)]
+            ).score,
+            2,
+        )
+        for split in portuguese.values()
+        for r in split
+        if r["id"] in refs
     }
+
+
+def dry_run(
+    source: str,
+    output_dir: str | Path,
+    splits: list[str] | None = None,
+    limit: int | None = None,
+    persist_dir: str | Path | None = None,
+) -> dict:
+    """What a run would do: rows per split of a local source (a Hub id is only fetched by a real run), and how many
+    records the cache and failure ledger (in `persist_dir` when given, else the output folder) already hold."""
+    output_dir = Path(output_dir)
+    state_dir = Path(persist_dir or output_dir)
+
+    def records(name: str) -> int:
+        path = state_dir / name
+        return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()) if path.exists() else 0
+
+    plan = {
+        "source": source,
+        "output_dir": paths.relative(output_dir),
+        "cache_dir": paths.relative(state_dir),
+        "cached": records("cache.jsonl"),
+        "failed_in_ledger": records("ledger.jsonl"),
+        "quality_estimated": records("qe/cache.jsonl"),
+        "post_edited": records("post_edit/cache.jsonl"),
+    }
+    local = Path(paths.resolve_source(source))
+    if local.exists():
+        rows, report = data.load(local, "cosmos_qa_en", splits=splits, limit=limit)
+        plan.update({"rows": {k: len(v) for k, v in rows.items()}, "rejected_rows": report.n_rejected})
+    else:
+        plan["rows"] = "Hub dataset: fetched by the real run"
+    return plan
