@@ -48,8 +48,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--profile", default="smoke")
     parser.add_argument("--model", default="embedded")
-    parser.add_argument("--items-per-task", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=8, help="ours")
+    parser.add_argument("--items-per-task", type=int, default=12, help="every task ships at least 12")
+    parser.add_argument("--batch-size", type=int, default=16, help="ours")
     parser.add_argument("--lm-eval-batch-size", type=int, default=1, help="lm-eval's default")
     parser.add_argument("--max-new-tokens", type=int, default=ptbench.DEFAULT_MAX_NEW_TOKENS)
     parser.add_argument("--output", default=None)
@@ -94,6 +94,7 @@ def main() -> None:
         "ratio": round(t_lm_eval / t_ours, 2),
         "target": 5.0,
         "same_answers": not differ,
+        "met": t_lm_eval / t_ours >= 5.0 and not differ,
         "differing_answers": differ,
         "machine": paths.machine(),
     }

@@ -489,6 +489,45 @@ def table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def compare_published(metrics: dict, hub_id: str, label: str | None = None, within: float = 2.0) -> dict:
+    """One column's scores next to the leaderboard's published ones for `hub_id`: per task measured, published,
+    difference and whether it is within `within` points."""
+    from lib.ptbench_tasks import PUBLISHED_SCORES
+
+    if hub_id not in PUBLISHED_SCORES:
+        raise ValueError(f"no published scores for {hub_id!r}; known: {', '.join(PUBLISHED_SCORES)}")
+    label = label or metrics["models"][0]
+    rows = {}
+    for task, per in metrics["tasks"].items():
+        if task in PUBLISHED_SCORES[hub_id]:
+            measured, published = per[label]["value"], PUBLISHED_SCORES[hub_id][task]
+            diff = round(measured - published, 2)
+            rows[task] = {"measured": measured, "published": published, "difference": diff,
+                          f"within_{within:g}_points": abs(diff) <= within, "n": per[label]["n"]}  # fmt: skip
+    return {"model": hub_id, "column": label, "tasks": rows, "published": "eval version 1.1.0, not measured here"}
+
+
+def plan(args) -> dict:
+    """What a run would score, without loading anything (`--dry-run`)."""
+    names = resolve_tasks(args.tasks)
+    for spec in args.adapter:
+        check_adapter(parse_adapter(spec)[1], args.model)
+    where = {
+        t: (f"{args.data_dir}/{t}" if args.data_dir else f"{TASKS[t].hub} ({TASKS[t].config or 'default'})")
+        if t in TASKS
+        else "lm-eval (Hub)"
+        for t in names
+    }
+    return {
+        "model": args.model or f"{args.served_model} @ {args.base_url}",
+        "adapters": [parse_adapter(a)[0] for a in args.adapter],
+        "tasks": where,
+        "limit": args.limit,
+        "max_new_tokens": args.max_new_tokens,
+        "output_dir": args.output_dir,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m lib.ptbench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="preset (embedded, zephyr-7b-beta, ...), Hub id or local folder")
@@ -505,8 +544,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--quantize-4bit", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--workers", type=int, default=4, help="concurrent requests to a server")
+    parser.add_argument("--compare-published", metavar="HUB_ID", help="write published_comparison.json for the base")
+    parser.add_argument("--dry-run", action="store_true", help="print what would be scored; load nothing")
     args = parser.parse_args(argv)
     try:
+        if args.dry_run:
+            print(json.dumps(plan(args), indent=2, ensure_ascii=False))
+            return {}
         metrics = run(
             args.model, args.adapter, args.tasks, args.limit, args.data_dir, args.output_dir, args.base_url,
             args.served_model, args.chat, args.max_new_tokens, args.batch_size, args.quantize_4bit, args.workers,
@@ -514,6 +558,11 @@ def main(argv: list[str] | None = None) -> dict:
     except (UnknownTaskError, BenchDataError, ValueError, FileNotFoundError) as error:
         parser.exit(2, f"error: {error}\n")
     print(table(metrics))
+    if args.compare_published:
+        comparison = compare_published(metrics, args.compare_published)
+        paths.write_json(comparison, Path(args.output_dir) / "published_comparison.json")
+        for task, row in comparison["tasks"].items():
+            print(f"{task}: measured {row['measured']} vs published {row['published']} ({row['difference']:+.2f})")
     print(f"\nwritten to {paths.relative(args.output_dir)}: metrics.json, predictions.jsonl, pt_benchmarks.png")
     return metrics
 

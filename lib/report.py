@@ -97,6 +97,7 @@ def summary_table(results_dir: str | Path = paths.RESULTS / "smoke") -> str:
             )
         )
     lines = ["| metric | base | tuned | test | n |", "|---|---|---|---|---|"]
+    rows += ptbench_rows(results_dir)
     lines += [f"| {name} | {base} | {tuned} | {test} | {n} |" for name, base, tuned, test, n in rows]
     lines += translation_lines(results_dir)
     timing = results_dir / "pipeline.json"
@@ -113,6 +114,33 @@ def summary_table(results_dir: str | Path = paths.RESULTS / "smoke") -> str:
             + f" ([`pipeline.json`]({paths.relative(timing)})).",
         ]
     return "\n".join(lines)
+
+
+def ptbench_rows(results_dir: Path) -> list[tuple]:
+    """Notebook 09's rows: per adapter, the leaderboard average and NPM of base vs tuned on the shipped items, the
+    tasks where a paired test separates them, and the unreadable answers."""
+    path = Path(results_dir) / "09_pt_benchmarks" / "metrics.json"
+    if not path.is_file():
+        return []
+    m = json.loads(path.read_text(encoding="utf-8"))
+    base, tasks = m["models"][0], m["tasks"]
+    n = sum(per[base]["n"] for per in tasks.values())
+    rows = []
+    for label in m["models"][1:]:
+        separated = [t for t, per in tasks.items() if per[label].get("paired_vs_base", {}).get("p_value", 1) < 0.05]
+        invalid = [sum(per[x]["invalid"] for per in tasks.values()) / n for x in (base, label)]
+        rows += [
+            (
+                f"PT leaderboard tasks (09), `{label}` adapter: average / NPM over {len(tasks)} tasks (shipped items)",
+                f"{m['average'][base]:.1f} / {m['npm'][base]:.1f}",
+                f"{m['average'][label]:.1f} / {m['npm'][label]:.1f}",
+                f"paired p < 0.05 on {len(separated)} of {len(tasks)} tasks"
+                + (f" ({', '.join(separated)})" if separated else ""),
+                n,
+            ),
+            (f"same items: unreadable answers (09, `{label}`)", _pct(invalid[0]), _pct(invalid[1]), "", n),
+        ]
+    return rows
 
 
 def translation_lines(results_dir: Path) -> list[str]:
@@ -167,6 +195,13 @@ BENCH_ROWS = {
             f"{_x(b['ratio'])}, {b['duplicates']} duplicates; engine {b['rows_per_s_mt']} rows/s = "
             f"{_x(b['ratio_mt_vs_prior'])} ({b['rows_per_s_mt_with_qe']} rows/s with the quality estimate), "
             f"chrF {b['chrf']} vs the references ({b.get('chrf_held_out')} on the held-out records)"
+            + (
+                f"; quality-estimate ranking vs per-row reference chrF, pooled {b['qe_rows']['pooled']} rows: Spearman "
+                f"{b['qe_spearman']['pooled']['score_without_lm']} ({b['qe_spearman']['pooled']['score']} with the LM), "
+                f"recall of the worst 20 % {b['qe_recall_worst20']['pooled']['score_without_lm']}"
+                if "qe_spearman" in b
+                else ""
+            )
         ),
     ),
     "train_throughput": (
@@ -215,6 +250,18 @@ BENCH_ROWS = {
             f"≥ {_x(b['target_vs_options'])} options, ≥ {_x(b['target_vs_lm_eval'])} lm-eval"
         ),
         _eval_measured,
+    ),
+    "ptbench_throughput": (
+        lambda b: (
+            f"nine leaderboard tasks, {b['items']} shipped items, embedded model (fp32, one loaded model): each task's "
+            "few-shot prefix encoded once + batched items vs lm-evaluation-harness `generate_until` (HF backend, "
+            "its default batch of 1) on the same prompts"
+        ),
+        lambda b: f"≥ {_x(b['target'])}, same answers",
+        lambda b: (
+            f"{_x(b['ratio_vs_lm_eval'])} ({b['items_per_s_ours']} vs {b['items_per_s_lm_eval']} items/s), same "
+            f"answers: {b['same_answers']}"
+        ),
     ),
 }
 

@@ -521,3 +521,78 @@ def test_metrics_equal_sklearn_and_scipy_on_random_answers():
         assert ptbench_tasks.metric_value(TASKS["assin2_sts"], list(x), list(y)) == pytest.approx(
             100 * abs(pearsonr(x, y)[0])
         )
+
+
+def test_measured_scores_next_to_the_published_ones():
+    metrics = {"models": ["zephyr-7b-beta"], "tasks": {"assin2_rte": {"zephyr-7b-beta": {"value": 87.0, "n": 2448}}}}
+    row = ptbench.compare_published(metrics, "HuggingFaceH4/zephyr-7b-beta")["tasks"]["assin2_rte"]
+    assert (row["published"], row["difference"], row["within_2_points"]) == (88.36, -1.36, True)
+    with pytest.raises(ValueError, match="no published scores"):
+        ptbench.compare_published(metrics, "someone/else")
+
+
+# ---------------------------------------------------------------- end to end on the tiny twin (slow tier)
+
+
+@pytest.fixture(scope="module")
+def twin_adapter(tmp_path_factory, twin):
+    """A random LoRA adapter on the Zephyr twin (it changes answers; its base is the twin)."""
+    from peft import LoraConfig, get_peft_model
+
+    net, _ = twin
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
+    config.base_model_name_or_path = "zephyr-7b-beta-tiny"
+    folder = tmp_path_factory.mktemp("adapter") / "final_adapter"
+    peft_model = get_peft_model(net, config)
+    peft_model.save_pretrained(folder)
+    peft_model.unload()  # the shared twin fixture stays the plain base
+    return folder
+
+
+@pytest.mark.slow
+def test_base_and_adapter_in_one_run(tmp_path, twin_adapter):
+    kwargs = {"tasks": "assin2_rte,enem_challenge", "limit": 4, "data_dir": ptbench.SAMPLES, "max_new_tokens": 6}
+    kwargs["quantize_4bit"] = True  # the default with an adapter: the base alone must run on the same 4-bit base
+    both = ptbench.run("zephyr-7b-beta-tiny", [f"tuned={twin_adapter}"], output_dir=tmp_path / "both", **kwargs)
+    ptbench.run("zephyr-7b-beta-tiny", output_dir=tmp_path / "alone", **kwargs)
+    assert both["models"] == ["zephyr-7b-beta-tiny", "tuned"] and both["chat_template"] == "system_user_assistant"
+    predictions = [json.loads(x) for x in (tmp_path / "both" / "predictions.jsonl").read_text().splitlines()]
+    base = [p["generation"] for p in predictions if p["model"] == "zephyr-7b-beta-tiny"]
+    tuned = [p["generation"] for p in predictions if p["model"] == "tuned"]
+    alone_base = [
+        json.loads(x)["generation"] for x in (tmp_path / "alone" / "predictions.jsonl").read_text().splitlines()
+    ]
+    assert base == alone_base  # the adapter is off for the base column
+    assert tuned != base  # and on for its own
+    assert both["tasks"]["assin2_rte"]["tuned"]["paired_vs_base"]["test"] == "mcnemar_exact"
+    assert both["adapter"] and (tmp_path / "both" / "pt_benchmarks.png").is_file()
+
+
+@pytest.mark.slow
+def test_kill_9_and_rerun_scores_no_item_twice(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "lib.ptbench", "--model", "zephyr-7b-beta-tiny", "--tasks",
+               "assin2_rte,hatebr_offensive", "--limit", "8", "--data-dir", str(ptbench.SAMPLES), "--batch-size", "1",
+               "--max-new-tokens", "24"]  # fmt: skip
+    cache = tmp_path / "killed" / "cache.jsonl"
+    proc = subprocess.Popen([*command, "--output-dir", str(tmp_path / "killed")], cwd=ptbench.paths.ROOT)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if cache.is_file() and len(cache.read_text().splitlines()) >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    before = len(cache.read_text().splitlines())
+    assert 3 <= before < 16
+    for out in ("killed", "clean"):
+        subprocess.run([*command, "--output-dir", str(tmp_path / out)], cwd=ptbench.paths.ROOT, check=True)
+    keys = [json.loads(x)["id"] for x in cache.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 16  # each item answered once, across the kill
+    resumed, clean = (json.loads((tmp_path / o / "metrics.json").read_text())["tasks"] for o in ("killed", "clean"))
+    assert resumed == clean

@@ -229,6 +229,9 @@ def test_gpu_first_run_script_dry_run_on_cpu():
         "-m lib.fitcheck --all --steps 2 --out results/gpu/fitcheck.json",
         "PTLLM_RESULTS_DIR=results/gpu",
         "-m lib.pipeline --profile rehearsal",
+        "-m lib.ptbench --model zephyr-7b-beta --tasks enem_challenge,assin2_rte --output-dir "
+        "results/gpu/ptbench_zephyr --compare-published HuggingFaceH4/zephyr-7b-beta",
     ):
         assert command in out
+    assert '"enem_challenge": "eduagarcia/enem_challenge (default)"' in out  # the dry run's plan: the Hub datasets
     assert "02_format_canarim_prompts.ipynb" in out and "fit check plan: ok" in out
