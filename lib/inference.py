@@ -118,6 +118,31 @@ def _stop_at(text: str, stop_strings: tuple[str, ...]) -> int | None:
     return min(found) if found else None
 
 
+def _left_padded_cache(caches: list, total: int):
+    """One batched KV cache from single-row caches of different lengths: each row left-padded (zeros) so that all
+    end at slot `total` — the standard left-padded layout, exact with sliding-window layers too, since every hole lies
+    before all of a row's real tokens. A sliding-window layer keeps at most its window: its rows are padded to the
+    longest row it holds, and it counts `total` tokens seen."""
+    import copy
+
+    batched = copy.copy(caches[0])
+    batched.layers = []
+    for layer_index, first in enumerate(caches[0].layers):
+        layer = copy.copy(first)
+        rows = [c.layers[layer_index] for c in caches]
+        width = max(r.keys.shape[-2] for r in rows)
+
+        def pad(t, width=width):
+            return torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0))
+
+        layer.keys = torch.cat([pad(r.keys) for r in rows])
+        layer.values = torch.cat([pad(r.values) for r in rows])
+        if hasattr(layer, "cumulative_length"):
+            layer.cumulative_length = total
+        batched.layers.append(layer)
+    return batched
+
+
 @torch.no_grad()
 def generate_after_prefix(
     model,
@@ -131,40 +156,44 @@ def generate_after_prefix(
 ) -> list[dict]:
     """Greedy continuations of `prefix + suffix` for every suffix, the prefix's KV cache computed once and shared.
 
-    The few-shot prompts of a benchmark task share their instruction and examples: one pass over them, then batches of
-    items (sorted by length, left-padded between prefix and item, explicit positions) over copies of that cache.
-    A row leaves the batch when it emits a stop token (EOS, end-of-turn) or its text contains a stop string (cut
-    there, as lm-eval's `until`). Same tokens as generating each full prompt alone (tested). `on_done(i, result)` is
-    called as soon as item i finishes (crash-safe callers append it to their cache). Per item: text, new_tokens,
-    stopped_by_eos, stopped_by_string."""
+    The few-shot prompts of a benchmark task share their instruction and examples: one pass over them; then each
+    item's own tokens go through over a copy of that cache (one row each: no padding, so no hole inside a
+    sliding window), and the items decode together in batches (sorted by length, left-padded before all their
+    tokens: exact). A row leaves the batch when it emits a stop token (EOS, end-of-turn) or its text contains a stop
+    string (cut there, as lm-eval's `until`). Same tokens as generating each full prompt alone (tested, Gemma's
+    512-token sliding window included). `on_done(i, result)` is called as soon as item i finishes (crash-safe
+    callers append it to their cache). Per item: text, new_tokens, stopped_by_eos, stopped_by_string."""
     dev, stops = device(model), set(stop_token_ids(tokenizer))
     width_prefix = len(prefix)
     first = model(input_ids=torch.tensor([prefix], device=dev), use_cache=True, logits_to_keep=1)
+    one_row = torch.zeros(1, dtype=torch.long, device=dev)
     results: list[dict | None] = [None] * len(suffixes)
     order = sorted(range(len(suffixes)), key=lambda i: len(suffixes[i]))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         width = max(len(suffixes[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.ones((len(chunk), width_prefix + width), dtype=torch.long)
+        caches, logits = [], []
+        for i in chunk:  # each item's own tokens, exactly as a whole prompt would compute them
+            n = len(suffixes[i])
+            row = model(
+                input_ids=torch.tensor([suffixes[i]], device=dev),
+                position_ids=torch.arange(width_prefix, width_prefix + n, device=dev)[None],
+                past_key_values=cache_rows(first.past_key_values, one_row),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            caches.append(row.past_key_values)
+            logits.append(row.logits[:, -1])
+        total = width_prefix + width
+        mask = torch.ones((len(chunk), total), dtype=torch.long, device=dev)
         for j, i in enumerate(chunk):
-            ids[j, width - len(suffixes[i]) :] = torch.tensor(suffixes[i])
-            mask[j, width_prefix : width_prefix + width - len(suffixes[i])] = 0
-        positions = width_prefix + (mask[:, width_prefix:].cumsum(dim=1) - 1).clamp(min=0)
-        mask, positions = mask.to(dev), positions.to(dev)
-        cache = cache_rows(first.past_key_values, torch.zeros(len(chunk), dtype=torch.long, device=dev))
-        out = model(
-            input_ids=ids.to(dev),
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        alive, tokens, position = list(chunk), {i: [] for i in chunk}, positions[:, -1:]
+            mask[j, : width - len(suffixes[i])] = 0
+        position = torch.tensor([[width_prefix + len(suffixes[i]) - 1] for i in chunk], device=dev)
+        cache, next_logits = _left_padded_cache(caches, total), torch.cat(logits)
+        alive, tokens = list(chunk), {i: [] for i in chunk}
         for step in range(max_new_tokens):
             keep = []
-            for j, (i, token) in enumerate(zip(alive, out.logits[:, -1].argmax(dim=-1).tolist())):
+            for j, (i, token) in enumerate(zip(alive, next_logits.argmax(dim=-1).tolist())):
                 text = tokenizer.decode(tokens[i] + [token], skip_special_tokens=True)
                 cut = _stop_at(text, stop_strings)
                 if token in stops or cut is not None:
@@ -184,7 +213,7 @@ def generate_after_prefix(
                     keep.append(j)
             if len(keep) < len(alive) and keep:
                 index = torch.tensor(keep, device=dev)
-                out.past_key_values.batch_select_indices(index)
+                cache.batch_select_indices(index)
                 mask, position = mask[index], position[index]
             alive = [alive[j] for j in keep]
             if not alive or step == max_new_tokens - 1:
@@ -195,10 +224,11 @@ def generate_after_prefix(
                 input_ids=torch.tensor([[tokens[i][-1]] for i in alive], device=dev),
                 attention_mask=mask,
                 position_ids=position,
-                past_key_values=out.past_key_values,
+                past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
             )
+            cache, next_logits = out.past_key_values, out.logits[:, -1]
         for i in alive:  # ran out of new tokens
             if results[i] is None:
                 results[i] = {

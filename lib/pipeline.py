@@ -78,7 +78,7 @@ PROFILES: dict[str, dict[str, dict]] = {
     },
 }
 
-# The rehearsal: the full profile's parameters on a CPU without the Hub, for notebooks 02-08. Each 7B model is
+# The rehearsal: the full profile's parameters on a CPU without the Hub, for notebooks 02-09. Each 7B model is
 # replaced by its tiny twin (real architecture and tokenizer, random weights: lib.models), each Hub dataset by the
 # shipped sample, processed data goes to its own folder, and runs are cut short; pipeline.json lists every
 # replacement next to the CPU substitutions training made (lib.sft.cpu_substitutions) and the checks that ran.

@@ -1,7 +1,7 @@
 """The 7B path rehearsed on a CPU: real tokenizers and architectures (the presets' tiny twins, `lib.models`), tokenizer
 parity against published ids, and the checks that must hold with the real tokenizers.
 
-`python -m lib.pipeline --profile rehearsal` runs notebooks 02-08 with the full profile's parameters on the twins
+`python -m lib.pipeline --profile rehearsal` runs notebooks 02-09 with the full profile's parameters on the twins
 (every replacement and CPU substitution listed), then `checks` on what they wrote; `report` gathers it all into
 `results/rehearsal/pipeline.json`. `python -m lib.rehearsal` writes only `results/rehearsal/tokenizers.json`.
 What only a GPU can show (memory, bf16, CUDA kernels, speed) is `scripts/gpu_first_run.sh`'s job.

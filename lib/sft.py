@@ -51,8 +51,8 @@ class UsefulTokenCounter:
         return batch
 
     @property
-    def useful_fraction(self) -> float:
-        return self.real / self.total if self.total else float("nan")
+    def useful_fraction(self) -> float | None:
+        return self.real / self.total if self.total else None  # no batch collated in this run (e.g. resumed at its end)
 
 
 def _length_grouped_trainer_class():

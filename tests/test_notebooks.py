@@ -16,6 +16,7 @@ EXPECTED = {
     "06_accuracy_analysis",
     "07_instruction_following_eval",
     "08_chat",
+    "09_pt_benchmarks",
 }
 # The whole chain, with the CPU-heavy parts cut down: 2 training steps, fewer evaluation questions.
 QUICK = {
@@ -24,6 +25,7 @@ QUICK = {
     "06": {"limit": 16, "generate_limit": 4},
     "07": {"limit": 4, "max_new_tokens": 16},
     "08": {"limit": 2, "max_new_tokens": 16},
+    "09": {"limit": 2, "tasks": "assin2_rte,enem_challenge", "max_new_tokens": 8},
 }
 
 
@@ -58,7 +60,10 @@ def test_every_notebook_runs_headless_in_the_smoke_profile(tmp_path):
     """The real `make pipeline` path: papermill over every notebook on the embedded model."""
     executed = pipeline.run("smoke", results_root=tmp_path, overrides=QUICK)
     assert [p.stem for p in executed] == [p.stem for p in NOTEBOOKS]
-    for stem in EXPECTED:
+    benchmarks = json.loads((tmp_path / "smoke" / "09_pt_benchmarks" / "metrics.json").read_text())
+    assert benchmarks["models"] == ["embedded", "04_qlora_canarim", "05_qlora_cosmos_qa"]  # base + both adapters
+    assert {t: per["embedded"]["n"] for t, per in benchmarks["tasks"].items()} == {"assin2_rte": 2, "enem_challenge": 2}
+    for stem in EXPECTED - {"09_pt_benchmarks"}:  # 09 reads fixed benchmark data: nothing is rejected, it fails
         out = tmp_path / "smoke" / stem
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["rejected_rows"] == 0, stem

@@ -383,22 +383,54 @@ def twin():
     return inference.load_for_eval("zephyr-7b-beta-tiny")
 
 
-def test_generation_after_a_shared_prefix_equals_generating_each_prompt(twin):
+@pytest.fixture(scope="module")
+def short_window_twin(twin):
+    """The Zephyr twin's architecture with a 64-token sliding window: every prompt here is far longer, so a hole
+    inside the window (padding between prefix and item) would change the answers."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = twin[0].config.__class__.from_dict({**twin[0].config.to_dict(), "sliding_window": 64})
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).eval(), twin[1]
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_generation_after_a_shared_prefix_equals_generating_each_prompt(short_window_twin, batch_size):
     import torch
 
     from lib import inference
 
-    net, tokenizer = twin
+    net, tokenizer = short_window_twin
     data = ptbench.load_task("tweetsentbr", ptbench.SAMPLES, limit=6)
     seqs = [tokenizer(ptbench.render(data, d))["input_ids"] for d in data.items]
+    seqs[1] = seqs[1] + tokenizer(" e mais um pouco de texto aqui", add_special_tokens=False)["input_ids"]  # uneven
     n = inference.shared_prefix(seqs)
-    assert n > 400 and all(len(s) > n for s in seqs)
-    stop = tokenizer.decode(seqs[0][n : n + 2])  # a stop string the random model will meet
-    ours = inference.generate_after_prefix(net, tokenizer, seqs[0][:n], [s[n:] for s in seqs], 12, (stop,), 4)
+    assert n > 400 and all(len(s) > n for s in seqs) and len({len(s) for s in seqs}) > 2
+    stop = tokenizer.decode(seqs[0][n : n + 2])  # a stop string the random model may meet
+    ours = inference.generate_after_prefix(net, tokenizer, seqs[0][:n], [s[n:] for s in seqs], 12, (stop,), batch_size)
     for seq, got in zip(seqs, ours):
         alone = net.generate(torch.tensor([seq]), max_new_tokens=12, do_sample=False, pad_token_id=0)[0, len(seq) :]
         text = tokenizer.decode(alone, skip_special_tokens=True)
         assert got["text"] == (text[: text.index(stop)] if stop in text else text)
+
+
+@pytest.mark.slow
+def test_generation_after_a_shared_prefix_on_gemma_with_its_512_token_window():
+    """The embedded Gemma (sliding window 512) on prompts of ~1 000 tokens, batched: the answers of whole prompts."""
+    import torch
+
+    from lib import inference
+
+    net, tokenizer = inference.load_for_eval("embedded")
+    data = ptbench.load_task("tweetsentbr", ptbench.SAMPLES, limit=8)
+    seqs = [tokenizer(ptbench.render(data, d))["input_ids"] for d in data.items]
+    n = inference.shared_prefix(seqs)
+    assert n > 512
+    ours = inference.generate_after_prefix(net, tokenizer, seqs[0][:n], [s[n:] for s in seqs], 6, ("\n\n",), 8)
+    for seq, got in zip(seqs, ours):
+        alone = net.generate(torch.tensor([seq]), max_new_tokens=6, do_sample=False)[0, len(seq) :]
+        assert got["text"] == tokenizer.decode(alone, skip_special_tokens=True).split("\n\n")[0]
 
 
 # ---------------------------------------------------------------- servers

@@ -1,5 +1,5 @@
 """The 7B path rehearsed on CPU (issue 16): the presets' twins carry the real architectures and tokenizers, the
-project's tokenizer route reproduces published ids, and `--profile rehearsal` runs notebooks 02-08 with the full
+project's tokenizer route reproduces published ids, and `--profile rehearsal` runs notebooks 02-09 with the full
 profile's parameters end to end, its checks passing."""
 
 import hashlib
@@ -124,7 +124,7 @@ def test_a_tampered_distribution_is_refused(tmp_path, index_server):
 
 def test_the_rehearsal_is_the_full_profile_with_listed_replacements_only():
     rehearsal_profile, full = pipeline.PROFILES["rehearsal"], pipeline.PROFILES["full"]
-    assert sorted(rehearsal_profile) == ["02", "03", "04", "05", "06", "07", "08"]
+    assert sorted(rehearsal_profile) == ["02", "03", "04", "05", "06", "07", "08", "09"]
     listed = {(r["notebook"], r["parameter"]) for r in pipeline.rehearsal_replacements()}
     for number, params in full.items():
         if number == "01":
@@ -145,7 +145,7 @@ def test_full_profile_measures_lengths_against_what_the_presets_train_with():
     full = pipeline.PROFILES["full"]
     assert full["02"]["max_length"] == train.config_for("sabia-canarim").max_length
     assert full["03"]["max_length"] == train.config_for("zephyr-cosmosqa").max_length
-    for number in ("04", "05", "06", "07", "08"):
+    for number in ("04", "05", "06", "07", "08", "09"):
         assert "model" in full[number], f"full profile leaves notebook {number} on the smoke model"
     cfg = train.config_for("zephyr-cosmosqa")  # steps are chosen on train, never on the reported validation split
     assert cfg.validation_from == "train" and cfg.validation_rows
@@ -165,7 +165,7 @@ def test_cpu_substitutions_are_listed_for_gpu_hardware_only():
 
 @pytest.mark.slow
 def test_rehearsal_profile_runs_the_full_path_on_the_twins(tmp_path):
-    """`python -m lib.pipeline --profile rehearsal`: notebooks 02-08, then the checks; a failed check fails the run."""
+    """`python -m lib.pipeline --profile rehearsal`: notebooks 02-09, then the checks; a failed check fails the run."""
     env = {**os.environ, "PTLLM_RESULTS_DIR": str(tmp_path)}
     result = subprocess.run(
         [sys.executable, "-m", "lib.pipeline", "--profile", "rehearsal"],
