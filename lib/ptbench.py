@@ -63,8 +63,8 @@ def load_task(task_name: str, data_dir: str | Path | None, limit: int | None = N
     from lib import ptbench_tasks
 
     task = TASKS[task_name]
-    if data_dir is not None:
-        data = ptbench_tasks.load_local(task, data_dir)
+    if data_dir is not None:  # a repo-relative folder works from any working directory
+        data = ptbench_tasks.load_local(task, paths.resolve_source(str(data_dir)))
     else:
         import datasets
 
@@ -510,8 +510,10 @@ def compare_published(metrics: dict, hub_id: str, label: str | None = None, with
 def plan(args) -> dict:
     """What a run would score, without loading anything (`--dry-run`)."""
     names = resolve_tasks(args.tasks)
-    for spec in args.adapter:
-        check_adapter(parse_adapter(spec)[1], args.model)
+    adapters = {}
+    for spec in args.adapter:  # checked here where they exist; a run checks them all before loading anything
+        label, folder = parse_adapter(spec)
+        adapters[label] = "not found yet" if not Path(folder).is_dir() else check_adapter(folder, args.model)
     where = {
         t: (f"{args.data_dir}/{t}" if args.data_dir else f"{TASKS[t].hub} ({TASKS[t].config or 'default'})")
         if t in TASKS
@@ -520,7 +522,7 @@ def plan(args) -> dict:
     }
     return {
         "model": args.model or f"{args.served_model} @ {args.base_url}",
-        "adapters": [parse_adapter(a)[0] for a in args.adapter],
+        "adapters": adapters,
         "tasks": where,
         "limit": args.limit,
         "max_new_tokens": args.max_new_tokens,
