@@ -20,7 +20,7 @@ import torch
 
 from lib import prompts
 from lib.data import LETTERS, is_none_of_the_above
-from lib.inference import cache_rows, device, encode, generate, left_padded
+from lib.inference import cache_rows, device, encode, generate, left_padded, lm_head
 
 INVALID = "invalid"
 
@@ -185,21 +185,12 @@ def shared_prefix_logprobs(
                 use_cache=True,
             ).last_hidden_state
             rows_, cols, targets = (torch.tensor(v, device=hidden.device) for v in zip(*wanted))
-            logprobs = torch.log_softmax(_lm_head(causal, hidden[rows_, cols]), dim=-1)
+            logprobs = torch.log_softmax(lm_head(causal, hidden[rows_, cols]), dim=-1)
             for (j, _, _), value in zip(wanted, logprobs.gather(1, targets[:, None])[:, 0].tolist()):
                 totals[chunk[sub[j][0]], sub[j][1]] += value
     return [
         [(totals[i, c], len(suffix) - skip) for c, (suffix, skip) in enumerate(split[i][1])] for i in range(len(groups))
     ]
-
-
-def _lm_head(causal, hidden: torch.Tensor) -> torch.Tensor:
-    """fp32 logits of a causal LM for some hidden states, as its forward computes them (Gemma's soft-capping too)."""
-    logits = causal.get_output_embeddings()(hidden).float()
-    cap = getattr(causal.config, "final_logit_softcapping", None) or getattr(
-        getattr(causal.config, "text_config", None), "final_logit_softcapping", None
-    )
-    return torch.tanh(logits / cap) * cap if cap else logits
 
 
 def _options_prediction(row: dict, raw: list[float]) -> dict:

@@ -118,29 +118,36 @@ def _stop_at(text: str, stop_strings: tuple[str, ...]) -> int | None:
     return min(found) if found else None
 
 
-def _left_padded_cache(caches: list, total: int):
-    """One batched KV cache from single-row caches of different lengths: each row left-padded (zeros) so that all
-    end at slot `total` — the standard left-padded layout, exact with sliding-window layers too, since every hole lies
-    before all of a row's real tokens. A sliding-window layer keeps at most its window: its rows are padded to the
-    longest row it holds, and it counts `total` tokens seen."""
-    import copy
+def lm_head(causal, hidden: torch.Tensor) -> torch.Tensor:
+    """fp32 logits of a causal LM for some hidden states, as its forward computes them (Gemma's soft-capping too)."""
+    logits = causal.get_output_embeddings()(hidden).float()
+    cap = getattr(causal.config, "final_logit_softcapping", None) or getattr(
+        getattr(causal.config, "text_config", None), "final_logit_softcapping", None
+    )
+    return torch.tanh(logits / cap) * cap if cap else logits
 
-    batched = copy.copy(caches[0])
-    batched.layers = []
-    for layer_index, first in enumerate(caches[0].layers):
-        layer = copy.copy(first)
-        rows = [c.layers[layer_index] for c in caches]
-        width = max(r.keys.shape[-2] for r in rows)
 
-        def pad(t, width=width):
-            return torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0))
-
-        layer.keys = torch.cat([pad(r.keys) for r in rows])
-        layer.values = torch.cat([pad(r.values) for r in rows])
-        if hasattr(layer, "cumulative_length"):
-            layer.cumulative_length = total
-        batched.layers.append(layer)
-    return batched
+def _left_aligned(cache, prefix_len: int, lengths: list[int], total: int):
+    """The cache of a right-padded pass (rows `[prefix][item][pads]`) rearranged as standard left padding (rows
+    `[holes][prefix][item]`, all ending at slot `total`), so that decoding appends after every row's real tokens and
+    a sliding window never holds a hole between them. A sliding-window layer (which recorded its whole pass) keeps
+    each row's last `window - 1` real tokens and counts `total` tokens seen."""
+    for layer in cache.layers:
+        sliding = hasattr(layer, "cumulative_length")
+        kept = layer.keys.shape[-2] - (total - prefix_len) if sliding else prefix_len  # the prefix slots held
+        rows_k, rows_v = [], []
+        for j, n in enumerate(lengths):
+            k, v = layer.keys[j : j + 1, :, : kept + n], layer.values[j : j + 1, :, : kept + n]
+            if sliding:
+                k, v = k[:, :, -(layer.sliding_window - 1) :], v[:, :, -(layer.sliding_window - 1) :]
+            rows_k.append(k)
+            rows_v.append(v)
+        width = max(k.shape[-2] for k in rows_k)
+        layer.keys = torch.cat([torch.nn.functional.pad(k, (0, 0, width - k.shape[-2], 0)) for k in rows_k])
+        layer.values = torch.cat([torch.nn.functional.pad(v, (0, 0, width - v.shape[-2], 0)) for v in rows_v])
+        if sliding:
+            layer.cumulative_length, layer.record_past = total, False
+    return cache
 
 
 @torch.no_grad()
@@ -156,40 +163,47 @@ def generate_after_prefix(
 ) -> list[dict]:
     """Greedy continuations of `prefix + suffix` for every suffix, the prefix's KV cache computed once and shared.
 
-    The few-shot prompts of a benchmark task share their instruction and examples: one pass over them; then each
-    item's own tokens go through over a copy of that cache (one row each: no padding, so no hole inside a
-    sliding window), and the items decode together in batches (sorted by length, left-padded before all their
-    tokens: exact). A row leaves the batch when it emits a stop token (EOS, end-of-turn) or its text contains a stop
-    string (cut there, as lm-eval's `until`). Same tokens as generating each full prompt alone (tested, Gemma's
-    512-token sliding window included). `on_done(i, result)` is called as soon as item i finishes (crash-safe
-    callers append it to their cache). Per item: text, new_tokens, stopped_by_eos, stopped_by_string."""
+    The few-shot prompts of a benchmark task share their instruction and examples: one pass over them; then the items
+    go in batches (sorted by length) over copies of that cache: their own tokens in one right-padded pass (a real
+    token never sees a later pad), the first new token read at each row's last real token, then the cache rearranged
+    as left padding (`_left_aligned`) and the rows decode together. Exact: no hole ever sits inside a sliding window.
+    A row leaves the batch when it emits a stop token (EOS, end-of-turn) or its text contains a stop string (cut
+    there, as lm-eval's `until`). Same tokens as generating each full prompt alone (tested, Gemma's 512-token sliding
+    window included). `on_done(i, result)` is called as soon as item i finishes (crash-safe callers append it to their
+    cache). Per item: text, new_tokens, stopped_by_eos, stopped_by_string."""
     dev, stops = device(model), set(stop_token_ids(tokenizer))
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model  # LoRA layers stay in place
     width_prefix = len(prefix)
     first = model(input_ids=torch.tensor([prefix], device=dev), use_cache=True, logits_to_keep=1)
-    one_row = torch.zeros(1, dtype=torch.long, device=dev)
     results: list[dict | None] = [None] * len(suffixes)
     order = sorted(range(len(suffixes)), key=lambda i: len(suffixes[i]))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        width = max(len(suffixes[i]) for i in chunk)
-        caches, logits = [], []
-        for i in chunk:  # each item's own tokens, exactly as a whole prompt would compute them
-            n = len(suffixes[i])
-            row = model(
-                input_ids=torch.tensor([suffixes[i]], device=dev),
-                position_ids=torch.arange(width_prefix, width_prefix + n, device=dev)[None],
-                past_key_values=cache_rows(first.past_key_values, one_row),
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            caches.append(row.past_key_values)
-            logits.append(row.logits[:, -1])
-        total = width_prefix + width
-        mask = torch.ones((len(chunk), total), dtype=torch.long, device=dev)
+        lengths = [len(suffixes[i]) for i in chunk]
+        width, total = max(lengths), width_prefix + max(lengths)
+        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.ones((len(chunk), total), dtype=torch.long)
         for j, i in enumerate(chunk):
-            mask[j, : width - len(suffixes[i])] = 0
-        position = torch.tensor([[width_prefix + len(suffixes[i]) - 1] for i in chunk], device=dev)
-        cache, next_logits = _left_padded_cache(caches, total), torch.cat(logits)
+            ids[j, : lengths[j]] = torch.tensor(suffixes[i])
+            mask[j, width_prefix + lengths[j] :] = 0
+        cache = cache_rows(first.past_key_values, torch.zeros(len(chunk), dtype=torch.long, device=dev))
+        for layer in cache.layers:
+            if hasattr(layer, "activate_past_recording"):
+                layer.activate_past_recording()  # keep every row's real tokens until `_left_aligned` picks them
+        hidden = causal.model(
+            input_ids=ids.to(dev),
+            attention_mask=mask.to(dev),
+            position_ids=torch.arange(width_prefix, total, device=dev)[None].expand(len(chunk), -1),
+            past_key_values=cache,
+            use_cache=True,
+        ).last_hidden_state
+        last = torch.tensor(lengths, device=dev) - 1
+        next_logits = lm_head(causal, hidden[torch.arange(len(chunk), device=dev), last])
+        cache = _left_aligned(cache, width_prefix, lengths, total)
+        mask = torch.ones((len(chunk), total), dtype=torch.long, device=dev)
+        for j, n in enumerate(lengths):
+            mask[j, : width - n] = 0
+        position = torch.tensor([[width_prefix + n - 1] for n in lengths], device=dev)
         alive, tokens = list(chunk), {i: [] for i in chunk}
         for step in range(max_new_tokens):
             keep = []
