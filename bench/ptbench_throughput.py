@@ -2,8 +2,8 @@
 batched after it) vs lm-evaluation-harness's own `generate_until` (HF backend, around the same loaded model, in the
 same process) on the same prompts and items of the nine leaderboard tasks; both stop at the protocol's blank line
 (and EOS) with the same maximum of new tokens, and the answers are read by the same rules. Prints the ratio (target
->= 5) and whether every extracted answer is the same. Items: the first `--items-per-task` shipped items of each task
-(data/samples/pt_benchmarks). Writes results/<profile>/bench/ptbench_throughput.json.
+>= 5) and whether every extracted answer is the same. Items: every shipped item of each task (data/samples/pt_benchmarks),
+what notebook 09 scores, or the first `--items-per-task`. Writes results/<profile>/bench/ptbench_throughput.json.
 Run: .venv/bin/python bench/ptbench_throughput.py
 """
 
@@ -48,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--profile", default="smoke")
     parser.add_argument("--model", default="embedded")
-    parser.add_argument("--items-per-task", type=int, default=12, help="every task ships at least 12")
+    parser.add_argument("--items-per-task", type=int, default=None, help="default: every shipped item (15-23)")
     parser.add_argument("--batch-size", type=int, default=16, help="ours")
     parser.add_argument("--lm-eval-batch-size", type=int, default=1, help="lm-eval's default")
     parser.add_argument("--max-new-tokens", type=int, default=ptbench.DEFAULT_MAX_NEW_TOKENS)

@@ -240,9 +240,8 @@ def generate_local(
 class _Served:
     """A model behind an OpenAI-compatible server, through `lib.api` (retries, backoff, cache, ledger)."""
 
-    def __init__(self, base_url: str, served_model: str, max_new_tokens: int):
+    def __init__(self, base_url: str, served_model: str):
         self.backend = api.OpenAIBackend(served_model, base_url=base_url)
-        self.max_new_tokens = max_new_tokens
 
     def complete(self, request: dict) -> str:
         params = {"max_tokens": request["max_tokens"], "stop": [STOP]}
@@ -394,7 +393,7 @@ def run(
             ]
             for key, prompt in zip(keys[t], prompts):
                 requests[key] = {"max_tokens": caps[t], **({"messages": prompt} if chat_kind else {"prompt": prompt})}
-        got = generate_served(_Served(base_url, served_model, max_new_tokens), requests, out, workers)
+        got = generate_served(_Served(base_url, served_model), requests, out, workers)
         answers.update({(t, served_model): [got[k] for k in keys[t]] for t in datas})
         for t in names:
             if t not in TASKS:
