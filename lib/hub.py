@@ -157,7 +157,8 @@ def dataset_card(num_rows: dict[str, int], translation: dict, source: str = COSM
         f"- Quality estimate (offline: round-trip chrF with the pt→en model, length ratios, protected spans, "
         f"repetition, English left over, identical options): {qe.get('flagged', 0)} of {qe.get('rows', 0)} rows "
         f"flagged at threshold {qe.get('threshold')}; mean round-trip chrF {qe.get('round_trip_chrf_mean')}.",
-        f"- LLM post-edits of flagged rows: {translation.get('post_edited', 0)}.",
+        f"- LLM post-edits of flagged rows (every hard flag, plus the worst-ranked "
+        f"{translation.get('post_edit_share') or 0:.0%} of the rows): {translation.get('post_edited', 0)}.",
     ]
     if translation.get("chrf") is not None:
         lines.append(

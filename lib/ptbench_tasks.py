@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lib import paths
 from lib.data import jsonl_lines
 
 INVALID = "[invalid]"  # the fork's fallback: an unreadable answer, counted as wrong
@@ -368,13 +369,14 @@ def select(task: Task, fewshot_rows: list[dict], scored_rows: list[dict], where:
 def load_local(task: Task, data_dir: str | Path) -> TaskData:
     """`<data_dir>/<task>/<split>.jsonl` with the Hub's split names."""
     folder = Path(data_dir) / task.name
+    where = paths.portable(folder)  # repo-relative in messages and notes that results keep
     splits = {}
     for split in dict.fromkeys([task.fewshot_split, task.split]):
         path = folder / f"{split}.jsonl"
         if not path.is_file():
-            raise BenchDataError(f"{task.name}: split {split!r} missing: no {path}")
+            raise BenchDataError(f"{task.name}: split {split!r} missing: no {paths.portable(path)}")
         splits[split] = read_split(task, path)
-    return select(task, splits[task.fewshot_split], splits[task.split], str(folder))
+    return select(task, splits[task.fewshot_split], splits[task.split], where)
 
 
 # ---------------------------------------------------------------- prompts

