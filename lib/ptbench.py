@@ -139,16 +139,17 @@ def check_adapter(folder: str, model: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_scored(model: str, adapters: list[tuple[str, str]], quantize_4bit: bool):
-    """(model, tokenizer, columns): one loaded base; every adapter loaded beside the others under its label."""
+def load_scored(model: str, adapters: list[tuple[str, str, str]], quantize_4bit: bool):
+    """(model, tokenizer, columns): one loaded base; every adapter (label, folder, fingerprint from `check_adapter`)
+    loaded beside the others under its label."""
     from lib import inference
 
     net, tokenizer = inference.load_for_eval(model, adapters[0][1] if adapters else None, quantize_4bit)
     columns = [Scored(models_label(model))]
-    for k, (label, folder) in enumerate(adapters):
+    for k, (label, folder, fingerprint) in enumerate(adapters):
         if k:  # PeftModel.from_pretrained named the first one "default"
             net.load_adapter(folder, adapter_name=label)
-        columns.append(Scored(label, folder, check_adapter(folder, model)))
+        columns.append(Scored(label, folder, fingerprint))
     return net.eval(), tokenizer, columns
 
 
@@ -369,11 +370,12 @@ def run(
         raise ValueError("pass --model (a preset, Hub id or folder) or --base-url with --served-model")
     if base_url is not None and (not served_model or adapters):
         raise ValueError("--base-url needs --served-model and scores the served model only (no --adapter)")
-    parsed = [parse_adapter(a) for a in adapters]
-    for _, folder in parsed:  # a wrong base is an error before anything loads
-        check_adapter(folder, model)
-    if len({label for label, _ in parsed} | {models_label(model or served_model)}) != len(parsed) + 1:
-        raise ValueError(f"adapter labels must differ from each other and from the model: {[lb for lb, _ in parsed]}")
+    if base_url is not None and (upstream := [t for t in names if t not in TASKS]):
+        raise ValueError(f"{', '.join(upstream)}: upstream lm-eval tasks need a local --model (log-likelihoods)")
+    # a wrong base is an error before anything loads; the fingerprint keys the adapter's cached answers
+    parsed = [(label, folder, check_adapter(folder, model)) for label, folder in map(parse_adapter, adapters)]
+    if len({label for label, _, _ in parsed} | {models_label(model or served_model)}) != len(parsed) + 1:
+        raise ValueError(f"adapter labels must differ from each other and from the model: {[p[0] for p in parsed]}")
     check_hub_reachable(names, data_dir)
     datas = {t: load_task(t, data_dir, limit) for t in names if t in TASKS}
     out = paths.output_dir(output_dir)
@@ -395,9 +397,6 @@ def run(
                 requests[key] = {"max_tokens": caps[t], **({"messages": prompt} if chat_kind else {"prompt": prompt})}
         got = generate_served(_Served(base_url, served_model), requests, out, workers)
         answers.update({(t, served_model): [got[k] for k in keys[t]] for t in datas})
-        for t in names:
-            if t not in TASKS:
-                raise ValueError(f"{t}: upstream lm-eval tasks need a local --model (log-likelihoods)")
     else:
         quantize = bool(parsed) if quantize_4bit is None else quantize_4bit
         net, tokenizer, columns = load_scored(model, parsed, quantize)

@@ -628,3 +628,14 @@ def test_kill_9_and_rerun_scores_no_item_twice(tmp_path):
     assert len(keys) == len(set(keys)) == 16  # each item answered once, across the kill
     resumed, clean = (json.loads((tmp_path / o / "metrics.json").read_text())["tasks"] for o in ("killed", "clean"))
     assert resumed == clean
+
+
+def test_upstream_tasks_with_a_server_are_refused_before_any_request(tmp_path):
+    server = CompletionServer(lambda body: completion(" Sim"))
+    try:
+        with pytest.raises(ValueError, match="belebele_por_Latn: upstream lm-eval tasks need a local --model"):
+            ptbench.run(None, tasks="assin2_rte,belebele_por_Latn", data_dir=ptbench.SAMPLES, output_dir=tmp_path,
+                        base_url=server.base_url, served_model="m")  # fmt: skip
+    finally:
+        server.close()
+    assert server.bodies == []
